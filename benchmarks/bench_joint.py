@@ -256,7 +256,19 @@ def main() -> None:
         "accuracy_ratio_schur_over_gn_sigma_1e-3_N_ge_3_median": float(np.median(
             [p["err_schur"] / p["err_gn"] for c in acc_cells if c["N"] >= 3
              for p in c["problems"]])),
+        "accuracy_ratio_sigma_1e-3_N_ge_3_fraction_ge_10": float(np.mean(
+            [p["err_schur"] / p["err_gn"] >= 10 for c in acc_cells if c["N"] >= 3
+             for p in c["problems"]])),
     }
+    for lo_n, hi_s, key in ((3, 1e-2, "N_ge_3_sigma_le_1e-2"), (3, 1.0, "N_ge_3_all_sigma"),
+                            (1, 1e-2, "N_eq_1_sigma_le_1e-2")):
+        sel = [p for c in cells if c["d"] <= 20 and c["sigma"] <= hi_s
+               and (c["N"] >= lo_n if lo_n > 1 else c["N"] == 1) for p in c["problems"]]
+        summary[f"gn_iterations_d_le_20_{key}"] = {
+            "max": max(p["it_gn"] for p in sel),
+            "median": float(np.median([p["it_gn"] for p in sel])),
+            "converged_fraction": float(np.mean([p["conv_gn"] for p in sel])),
+            "n_problems": len(sel)}
     for init in ("joint_schur", "svd", "random"):
         its = [r["iters"] if r["reached"] else None for r in cp_rows if r["init"] == init]
         summary[f"cp_iters_{init}"] = its

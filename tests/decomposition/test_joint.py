@@ -126,6 +126,65 @@ def test_gauss_newton_beats_schur_init_and_converges_fast():
     assert np.median(ratios) > 10
 
 
+def test_dense_forms_match_sparse_jacobian_and_taylor():
+    """G = J^T J and J^T r from the dense forms equal the sparse Jacobian's;
+    L + 2 g.a + a^T (G + S) a is the loss to third order along any direction."""
+    from tensorfact.decomposition import _joint as J
+
+    rng = np.random.default_rng(21)
+    for d, N in [(2, 1), (5, 3), (7, 2), (9, 8)]:
+        T = rng.standard_normal((N, d, d))
+        Jac = J._jacobian(T)
+        G, S = J._dense_forms(T, True)
+        np.testing.assert_allclose(G, J._gram(Jac), atol=1e-12)
+        np.testing.assert_allclose(J._gradient(T), Jac.T @ J._lower_vec(T), atol=1e-12)
+        a = rng.standard_normal(d * (d - 1) // 2)
+        errs = []
+        for t in (1e-2, 1e-3):
+            E = J._expm_skew(t * J._skew(a, d))
+            exact = J._loss(np.einsum("ji,njk,kl->nil", E, T, E))
+            model = J._loss(T) + 2 * t * J._gradient(T) @ a + t * t * a @ (G + S) @ a
+            errs.append(abs(exact - model))
+        assert errs[1] < 3e-3 * errs[0]  # third-order remainder (ratio 1e-3)
+
+
+def test_second_order_steps_speed_up_high_noise():
+    """Where the residual stays large (sigma = 0.1), plain Gauss-Newton converges
+    linearly; the second-order correction cuts the iterations, same minimiser."""
+    from tensorfact.decomposition import _joint as J
+
+    plain, hybrid = [], []
+    for seed in range(4):
+        rng = np.random.default_rng(seed)
+        M, V, lam = planted(10, 3, rng)
+        Mp = M + 0.1 * rng.standard_normal(M.shape)
+        U0 = J._initial_triangularizer(Mp, "schur", np.random.default_rng(seed))
+        a = J._gauss_newton(Mp, U0, 100, 1e-12, 0.0, False)
+        b = J._gauss_newton(Mp, U0, 100, 1e-12, 0.0, True)
+        assert b[5]  # converged
+        assert b[2][-1] <= a[2][-1] * (1 + 1e-6)
+        plain.append(a[4])
+        hybrid.append(b[4])
+    assert sum(hybrid) < 0.6 * sum(plain)
+    assert max(hybrid) <= 25
+
+
+def test_dense_and_sparse_gram_paths_agree(monkeypatch):
+    from tensorfact.decomposition import _joint as J
+
+    rng = np.random.default_rng(22)
+    M, V, lam = planted(8, 7, rng)
+    Mp = M + 1e-4 * rng.standard_normal(M.shape)
+    a = joint_triangularize(Mp, rng=3)
+    ea = triangularization_error_bound(Mp, a.U, 1e-4, noise_norm="gaussian")
+    monkeypatch.setattr(J, "_use_dense", lambda N, d: False)
+    b = joint_triangularize(Mp, rng=3)
+    eb = triangularization_error_bound(Mp, b.U, 1e-4, noise_norm="gaussian")
+    np.testing.assert_allclose(a.U, b.U, atol=1e-10)
+    assert ea.bound == pytest.approx(eb.bound, rel=1e-8)
+    assert ea.gap == pytest.approx(eb.gap, rel=1e-8)
+
+
 def _theta(N, seed):
     th = np.random.default_rng(seed).standard_normal(N)
     return th / np.linalg.norm(th)
@@ -228,7 +287,9 @@ def test_bound_ingredients():
     assert eb.residual == pytest.approx(np.sqrt(res.loss), rel=1e-6)
     assert eb.step_norm < 1e-3 * eb.first_order  # stationary point: GN step ~ 0
     assert eb.gap > 0 and eb.probability == 1.0 and eb.noise_norm == "fro"
-    assert eb.bound == pytest.approx(2 * eb.first_order / (1 - eb.nonlinearity))
+    assert eb.bound == pytest.approx(eb.first_order / (1 - eb.nonlinearity))
+    eb3 = triangularization_error_bound(Mp, res.U, 1e-5, safety_factor=3.0)
+    assert eb3.bound == pytest.approx(3 * eb.bound)
     assert eb.certified >= eb.first_order  # worst-case local bound exists at this noise
     with pytest.raises(AttributeError):
         eb.bound = 0.0  # frozen
@@ -401,6 +462,10 @@ def test_bad_input_bound_and_eigen():
         triangularization_error_bound(M, U, 1e-3, noise_norm="max")
     with pytest.raises(ValueError, match="failure_probability"):
         triangularization_error_bound(M, U, 1e-3, noise_norm="gaussian", failure_probability=0)
+    with pytest.raises(ValueError, match="safety_factor"):
+        triangularization_error_bound(M, U, 1e-3, safety_factor=0.5)
+    with pytest.raises(ValueError, match="safety_factor"):
+        triangularization_error_bound(M, U, 1e-3, safety_factor=float("nan"))
     with pytest.raises(ValueError, match="orthogonal"):
         triangularization_error_bound(M, 2 * U, 1e-3)
     with pytest.raises(ValueError, match="shape"):
