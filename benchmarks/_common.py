@@ -62,9 +62,10 @@ def pin_threads(n_threads: int | None = None) -> int:
             n_threads = len(os.sched_getaffinity(0))
         except AttributeError:  # pragma: no cover - non-Linux
             n_threads = os.cpu_count() or 1
+    already = all(os.environ.get(var) == str(n_threads) for var in _THREAD_VARS)
     for var in _THREAD_VARS:
         os.environ[var] = str(n_threads)
-    if "numpy" in sys.modules:
+    if "numpy" in sys.modules and not already:
         print(
             "warning: numpy was imported before pin_threads(); relying on threadpoolctl",
             file=sys.stderr,
