@@ -108,6 +108,53 @@ def peak_numpy(fn):
     return peak
 
 
+# --------------------------------------------------------------------------- roofline
+def roofline():
+    """How far a rank-1 4096x4096 (64x64 ⊗ 64x64) ``kron_matmul`` can beat LoKr-style
+    materialise-then-multiply on this machine, whatever its implementation.
+
+    ``kron_matmul`` must do ``2 * 2 * b * 64^3`` flops (two 64-wide GEMMs per
+    row), the dense product ``2 * b * 4096^2`` (32x more). If ``kron_matmul``
+    ran at the rate of the best large square SGEMM measured here, the
+    speed-up over ``torch.kron`` + ``F.linear`` could not exceed
+    ``(t_kron + t_linear) / (flops / peak)``; the measured rate of its
+    64-wide GEMMs is reported next to it.
+    """
+    if torch is None:
+        return None
+    out = {"threads": ARGS.threads}
+    rates = {}
+    for n in (2048, 4096):
+        a, b = torch.randn(n, n), torch.randn(n, n)
+        rates[f"torch_sgemm_{n}"] = 2 * n**3 / timeit(lambda a=a, b=b: a @ b).cpu / 1e9
+        an, bn = a.numpy(), b.numpy()
+        rates[f"numpy_sgemm_{n}"] = 2 * n**3 / timeit(lambda a=an, b=bn: a @ b).cpu / 1e9
+    out["sgemm_gflops"] = rates
+    peak = max(rates.values())
+    A, Bm, x = torch.randn(64, 64), torch.randn(64, 64), torch.randn(256, 4096)
+    W = torch.kron(A, Bm)
+    t_kron = timeit(lambda: torch.kron(A, Bm)).cpu
+    t_lin = timeit(lambda: torch.nn.functional.linear(x, W)).cpu
+    t_km = timeit(lambda: tf.kron_matmul(x, [A[None], Bm[None]])).cpu
+    flops = 2 * 2 * 256 * 64**3
+    out.update({
+        "torch_kron_s": t_kron, "f_linear_s": t_lin, "kron_matmul_s": t_km,
+        "kron_matmul_gflops": flops / t_km / 1e9,
+        "f_linear_gflops": 2 * 256 * 4096**2 / t_lin / 1e9,
+        "lokr_speedup_measured": (t_kron + t_lin) / t_km,
+        "lokr_speedup_at_f_linear_rate": (t_kron + t_lin) / (t_lin / 32),
+        "lokr_speedup_ceiling_at_peak_sgemm": (t_kron + t_lin) / (flops / (peak * 1e9)),
+        "peak_sgemm_gflops": peak,
+    })
+    print(f"roofline ({ARGS.threads} thread(s)): best SGEMM {peak:.0f} GFLOP/s, F.linear "
+          f"{out['f_linear_gflops']:.0f}, kron_matmul {out['kron_matmul_gflops']:.0f}; "
+          f"torch.kron {t_kron * 1e3:.1f} ms + F.linear {t_lin * 1e3:.1f} ms; speed-up over "
+          f"LoKr-style measured {out['lokr_speedup_measured']:.1f}x, at F.linear's rate "
+          f"{out['lokr_speedup_at_f_linear_rate']:.1f}x, at the best SGEMM rate "
+          f"{out['lokr_speedup_ceiling_at_peak_sgemm']:.1f}x", flush=True)
+    return out
+
+
 # --------------------------------------------------------------------------- part 1
 MATMUL_SHAPES = {
     "1024x1024": ((32, 32), (32, 32)),
@@ -338,6 +385,7 @@ def main():
         if not ARGS.skip_matmul:
             print("== kron_matmul vs dense vs materialise-then-multiply (float32) ==")
             out["matmul"] = bench_matmul(ARGS.quick)
+            out["roofline"] = roofline()
         if not ARGS.skip_decomp:
             print("== decomposition time (float32, generated weights) ==")
             out["decomposition"] = bench_decomp(ARGS.quick)
