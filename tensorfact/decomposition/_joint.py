@@ -582,8 +582,8 @@ def _use_dense(N: int, d: int) -> bool:
     return d <= _DENSE_MAX_D and (N >= 6 or d <= 24)
 
 
-def _newton_step(T: np.ndarray, second_order: bool) -> tuple[np.ndarray, float, bool]:
-    """Step ``a`` (skew coordinates), its model's decrease, whether second order.
+def _newton_step(T: np.ndarray, second_order: bool) -> tuple[np.ndarray, float]:
+    """Step ``a`` (skew coordinates) and the loss decrease its model predicts.
 
     Gauss-Newton solves ``G a = -J^T r``. With ``second_order`` the exact
     curvature ``S`` of the residual is added (``(G + S) a = -J^T r``, a full
@@ -601,13 +601,13 @@ def _newton_step(T: np.ndarray, second_order: bool) -> tuple[np.ndarray, float, 
         if S is not None:
             step = _second_order_step(G + S, g)
             if step is not None:
-                return step[0], step[1], True
+                return step
     else:
         J = _jacobian(T)
         G = _gram(J)
         g = J.T @ _lower_vec(T)
     a = -_spd_solve(G, g)
-    return a, float(a @ (G @ a)), False  # decrease predicted by the linear model
+    return a, float(a @ (G @ a))  # decrease predicted by the linear model
 
 
 #: Gauss-Newton counts as converging slowly (linearly, at a nonzero residual)
@@ -631,7 +631,7 @@ def _gauss_newton(M: np.ndarray, U: np.ndarray, max_iter: int, tol: float,
     prev_norm = math.inf
     slow = False
     while not converged and it < max_iter:
-        a, pred, _ = _newton_step(T, second_order and slow)
+        a, pred = _newton_step(T, second_order and slow)
         a_norm = float(np.linalg.norm(a))
         slow = slow or a_norm > _SLOW_RATIO * prev_norm
         prev_norm = a_norm
