@@ -582,6 +582,15 @@ def _use_dense(N: int, d: int) -> bool:
     return d <= _DENSE_MAX_D and (N >= 6 or d <= 24)
 
 
+def _gram_and_gradient(T: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Gauss-Newton Gram matrix ``J^T J`` and gradient ``J^T r``, dense or sparse."""
+    N, d, _ = T.shape
+    if _use_dense(N, d):
+        return _dense_forms(T, False)[0], _gradient(T)
+    J = _jacobian(T)
+    return _gram(J), J.T @ _lower_vec(T)
+
+
 def _newton_step(T: np.ndarray, second_order: bool) -> tuple[np.ndarray, float]:
     """Step ``a`` (skew coordinates) and the loss decrease its model predicts.
 
@@ -592,20 +601,14 @@ def _newton_step(T: np.ndarray, second_order: bool) -> tuple[np.ndarray, float]:
     convergence (the structured-Newton remedy of Dennis, Gay and Welsch's
     NL2SOL). ``S`` needs the dense forms (``d <= _DENSE_MAX_D``).
     """
-    N, d, _ = T.shape
-    if second_order and d > _DENSE_MAX_D:
-        second_order = False
-    if second_order or _use_dense(N, d):
+    if second_order and T.shape[-1] <= _DENSE_MAX_D:
         g = _gradient(T)
-        G, S = _dense_forms(T, second_order)
-        if S is not None:
-            step = _second_order_step(G + S, g)
-            if step is not None:
-                return step
+        G, S = _dense_forms(T, True)
+        step = _second_order_step(G + S, g)
+        if step is not None:
+            return step
     else:
-        J = _jacobian(T)
-        G = _gram(J)
-        g = J.T @ _lower_vec(T)
+        G, g = _gram_and_gradient(T)
     a = -_spd_solve(G, g)
     return a, float(a @ (G @ a))  # decrease predicted by the linear model
 
@@ -936,13 +939,7 @@ def triangularization_error_bound(
 
     T = np.einsum("ji,njk,kl->nil", Un, Mp, Un, optimize=True)
     r = _lower_vec(T)
-    if _use_dense(N, d):
-        G, _ = _dense_forms(T, False)
-        Jtr = _gradient(T)
-    else:
-        J = _jacobian(T)
-        G = _gram(J)
-        Jtr = J.T @ r
+    G, Jtr = _gram_and_gradient(T)
     w, Vg = np.linalg.eigh(G)
     w = np.clip(w, 0.0, None)
     s_all = np.sqrt(w)
