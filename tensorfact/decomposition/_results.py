@@ -5,29 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..tensors.cp import CPTensor
+from ._monitor import ConvergenceHistory
 
 __all__ = ["ConvergenceHistory", "CPALSResult"]
-
-
-@dataclass(frozen=True)
-class ConvergenceHistory:
-    """Per-iteration trace of an iterative solver.
-
-    Attributes
-    ----------
-    rel_error : tuple of float
-        Relative reconstruction error ``||X - X_hat||_F / ||X||_F`` after
-        each iteration (estimated, for sampled solvers, unless stated).
-    time : tuple of float
-        Wall-clock seconds elapsed since the start of the iterations
-        (initialisation excluded), after each iteration.
-    """
-
-    rel_error: tuple[float, ...]
-    time: tuple[float, ...]
-
-    def __len__(self) -> int:
-        return len(self.rel_error)
 
 
 @dataclass(frozen=True)
