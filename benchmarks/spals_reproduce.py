@@ -30,7 +30,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=N_THREADS)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
-    from tensorfact._reproduce_spals import run_spals_reproduction
+    from tensorfact.reproduce import run_spals_reproduction
 
     scale = "quick" if args.quick else args.scale
     run_spals_reproduction(scale, _common.RESULTS_DIR, seed=args.seed, threads=args.threads)

@@ -82,7 +82,7 @@ def _add_cp(sub: Any) -> None:
 
 #: name -> function adding the subcommand's parser
 def _add_reproduce(sub: Any) -> None:
-    from ._reproduce_spals import add_reproduce_parser
+    from .reproduce import add_reproduce_parser
 
     add_reproduce_parser(sub)
 

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from tensorfact._reproduce_spals import SCALES, run_spals_reproduction
 from tensorfact.cli import main
+from tensorfact.reproduce import SCALES, run_spals_reproduction
 
 
 def test_tiny_reproduction_writes_table_json_png(tmp_path, capsys):
@@ -31,7 +31,7 @@ def test_tiny_reproduction_writes_table_json_png(tmp_path, capsys):
 
 def test_cli_dense_only(tmp_path, monkeypatch, capsys):
     pytest.importorskip("matplotlib")
-    import tensorfact._reproduce_spals as rs
+    import tensorfact.reproduce.spals as rs
 
     calls = {}
     real = rs.run_spals_reproduction
@@ -52,3 +52,31 @@ def test_bad_scale(tmp_path):
     with pytest.raises(ValueError, match="scale"):
         run_spals_reproduction("huge", tmp_path)
     assert {"quick", "default", "paper"} <= set(SCALES)
+
+
+def test_reproduction_uses_public_api_only():
+    """The reproduce package imports tensorfact names that are in an ``__all__`` only."""
+    import ast
+    import importlib
+    from pathlib import Path
+
+    import tensorfact
+    import tensorfact.reproduce as pkg
+
+    for path in Path(pkg.__file__).parent.glob("*.py"):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module and \
+                    node.module.startswith("tensorfact"):
+                assert not any(part.startswith("_") for part in node.module.split(".")), \
+                    (path.name, node.module)
+                mod = importlib.import_module(node.module)
+                for alias in node.names:
+                    assert alias.name in mod.__all__, (path.name, node.module, alias.name)
+            elif isinstance(node, ast.Import):
+                for alias in node.names:
+                    if alias.name.startswith("tensorfact"):
+                        assert alias.name == "tensorfact", (path.name, alias.name)
+            elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and \
+                    node.value.id == "tf":
+                assert node.attr in tensorfact.__all__, (path.name, node.attr)

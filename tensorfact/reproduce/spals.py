@@ -16,6 +16,7 @@ or ``python benchmarks/spals_reproduce.py``. Three experiments:
 Output: a paper-style table (time per iteration and relative error), an
 error-versus-time plot and a scaling plot (PNG, matplotlib Agg), and a JSON
 file with every number. This module prints (it is reproduction code).
+It uses only tensorfact's public API.
 """
 
 from __future__ import annotations
@@ -32,7 +33,13 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["SCALES", "ReproduceConfig", "run_spals_reproduction"]
+import tensorfact as tf
+from tensorfact.datasets import planted_sparse_cp
+
+from ._report import format_table, plot_results, print_report, summary_ratios
+
+__all__ = ["SCALES", "ReproduceConfig", "add_reproduce_parser", "dense_problem",
+           "run_spals_reproduction"]
 
 
 @dataclass(frozen=True)
@@ -79,9 +86,6 @@ SCALES: dict[str, ReproduceConfig] = {
 }
 
 
-# --------------------------------------------------------------------------- #
-# helpers
-# --------------------------------------------------------------------------- #
 def _mem_available() -> int:
     try:
         with open("/proc/meminfo") as fh:
@@ -108,11 +112,9 @@ def dense_problem(n: int, rank: int, sigma: float, gen: np.random.Generator,
     Built slice by slice in ``dtype`` (one tensor-sized allocation), so that
     large ``n`` fit in memory; ``||noise|| / ||signal|| ≈ sigma``.
     """
-    from .tenalg import khatri_rao
-
     A, Bm, C = (gen.standard_normal((n, rank)) for _ in range(3))
     w = 1.0 + gen.random(rank)
-    KR = khatri_rao([Bm, C])  # (n^2, R)
+    KR = tf.khatri_rao([Bm, C])  # (n^2, R)
     X = np.empty((n, n * n), dtype=dtype)
     step = max(1, (1 << 24) // (n * n))
     sq = 0.0
@@ -132,11 +134,9 @@ def _shared_init(X: Any, rank: int, seed: int) -> Any:
     lead exact ALS to a spurious stationary point; a seeded random start is
     what the paper's experiments use and treats all methods alike.)
     """
-    from .tensors.cp import CPTensor
-
     gen = np.random.default_rng(seed + 1000)
     dt = np.dtype(X.dtype)
-    return CPTensor([gen.standard_normal((s, rank)).astype(dt) for s in X.shape])
+    return tf.CPTensor([gen.standard_normal((s, rank)).astype(dt) for s in X.shape])
 
 
 def _sparse_init(X: Any, rank: int, seed: int) -> Any:
@@ -147,24 +147,31 @@ def _sparse_init(X: Any, rank: int, seed: int) -> Any:
     orthonormal basis of ``X_(n) (G_1 ⊙ G_2)`` for Gaussian ``G`` (one sparse
     MTTKRP per mode), which puts the leverage on the rows that hold data.
     """
-    from .tensors.cp import CPTensor
-
     gen = np.random.default_rng(seed + 1000)
     G = [gen.standard_normal((s, rank)) for s in X.shape]
     factors = []
     for n in range(X.ndim):
-        Y = np.asarray(X.mttkrp(G, n))
+        Y = np.asarray(tf.mttkrp(X, G, n))
         Q, _ = np.linalg.qr(Y + 1e-12 * gen.standard_normal(Y.shape))
         factors.append(Q)
-    return CPTensor(factors)
+    return tf.CPTensor(factors)
+
+
+def _residual_norm_sq(X: Any, cp: Any, normX2: float) -> float:
+    """Exact ``||X - cp||^2 = ||X||^2 - 2 <X, cp> + ||cp||^2`` (dense or sparse ``X``).
+
+    The inner product is one MTTKRP and ``||cp||`` comes from the factors'
+    Gram matrices, so neither ``cp`` nor a sparse ``X`` is densified.
+    """
+    cp = tf.CPTensor(cp)
+    factors = list(cp.factors)
+    M = np.asarray(tf.mttkrp(X, factors, 0), dtype=np.float64)
+    inner = float(np.sum(M * np.asarray(factors[0]) * np.asarray(cp.weights)[None, :]))
+    return max(normX2 - 2.0 * inner + float(cp.norm()) ** 2, 0.0)
 
 
 def _exact_rel_error(X: Any, cp: Any, normX2: float) -> float:
-    from .decomposition._operators import as_cp_operator
-
-    op = as_cp_operator(X, check_finite=False)
-    w, f = cp
-    return math.sqrt(max(op.residual_norm_sq(w, list(f)), 0.0) / normX2)
+    return math.sqrt(_residual_norm_sq(X, cp, normX2) / normX2)
 
 
 class _Trace:
@@ -218,13 +225,8 @@ def _pin(threads: int) -> Any:
     return threadpool_limits(limits=threads)
 
 
-# --------------------------------------------------------------------------- #
-# experiments
-# --------------------------------------------------------------------------- #
 def _dense_experiment(cfg: ReproduceConfig, seed: int, bar: Any, notes: list[str],
                       n: int) -> list[dict[str, Any]]:
-    from . import cp_als, spals, spals_sample_count
-
     rows: list[dict[str, Any]] = []
     for k, sigma in enumerate(cfg.sigmas):
         gen = np.random.default_rng(seed + k)
@@ -232,7 +234,7 @@ def _dense_experiment(cfg: ReproduceConfig, seed: int, bar: Any, notes: list[str
         normX2 = float(np.vdot(X, X))
         init = _shared_init(X, cfg.rank, seed)
         tr = _Trace(X, normX2, cfg.iters)
-        res = cp_als(X, cfg.rank, init=init, max_iter=cfg.iters, tol=0.0, callback=tr)
+        res = tf.cp_als(X, cfg.rank, init=init, max_iter=cfg.iters, tol=0.0, callback=tr)
         als_t = tr.times(res.history.time)
         rows.append(dict(experiment="dense", n=n, sigma=sigma, method="ALS (tensorfact)",
                          time_per_iter=_per_iter(als_t), rel_error=res.rel_error,
@@ -240,12 +242,12 @@ def _dense_experiment(cfg: ReproduceConfig, seed: int, bar: Any, notes: list[str
         bar.update(1)
         for alpha in cfg.alphas:
             tr = _Trace(X, normX2, cfg.iters)
-            r = spals(X, cfg.rank, init=init, alpha=alpha, max_iter=cfg.iters, rng=seed,
-                      callback=tr)
+            r = tf.spals(X, cfg.rank, init=init, alpha=alpha, max_iter=cfg.iters, rng=seed,
+                         callback=tr)
             t = tr.times(r.history.time)
             rows.append(dict(experiment="dense", n=n, sigma=sigma,
                              method=f"SPALS alpha={alpha:g}", alpha=alpha,
-                             n_samples=spals_sample_count((n, n, n), cfg.rank, 0, alpha=alpha),
+                             n_samples=tf.spals_sample_count((n, n, n), cfg.rank, 0, alpha=alpha),
                              time_per_iter=_per_iter(t), rel_error=tr.errors[-1],
                              rel_error_estimate=r.rel_error, n_iter=r.n_iter,
                              **tr.curve(t)))
@@ -258,8 +260,6 @@ def _dense_experiment(cfg: ReproduceConfig, seed: int, bar: Any, notes: list[str
 
 def _tensorly_row(X: np.ndarray, cfg: ReproduceConfig, init: Any, seed: int, normX2: float,
                   n: int, sigma: float, notes: list[str]) -> dict[str, Any]:
-    from . import spals_sample_count
-
     row: dict[str, Any] = dict(experiment="dense", n=n, sigma=sigma,
                                method="TensorLy randomised_parafac (uniform)")
     try:
@@ -268,56 +268,51 @@ def _tensorly_row(X: np.ndarray, cfg: ReproduceConfig, init: Any, seed: int, nor
         notes.append("tensorly not installed: randomised_parafac skipped")
         row.update(time_per_iter=float("nan"), rel_error=float("nan"))
         return row
-    n_samples = spals_sample_count((n, n, n), cfg.rank, 0, alpha=cfg.alphas[-1])
+    n_samples = tf.spals_sample_count((n, n, n), cfg.rank, 0, alpha=cfg.alphas[-1])
     t0 = time.perf_counter()
     cp = randomised_parafac(X, cfg.rank, n_samples, n_iter_max=cfg.iters, init=init.to_tensorly(),
                             tol=0.0, max_stagnation=0, random_state=seed, sampling="uniform")
     elapsed = time.perf_counter() - t0
     w, f = cp
-    err = math.sqrt(max(_tl_resid(X, w, f), 0.0) / normX2)
+    err = math.sqrt(max(_tl_resid(X, w, f, normX2), 0.0) / normX2)
     row.update(time_per_iter=elapsed / cfg.iters, rel_error=err, n_samples=n_samples,
                n_iter=cfg.iters, curve_time=[elapsed], curve_error=[err])
     return row
 
 
-def _tl_resid(X: np.ndarray, w: Any, f: Any) -> float:
-    from .tensors.cp import CPTensor
-
-    cp = CPTensor([np.asarray(a, dtype=X.dtype) for a in f], weights=np.asarray(w, dtype=X.dtype))
-    from .decomposition._operators import as_cp_operator
-
-    return as_cp_operator(X, check_finite=False).residual_norm_sq(cp.weights, list(cp.factors))
+def _tl_resid(X: np.ndarray, w: Any, f: Any, normX2: float) -> float:
+    cp = tf.CPTensor([np.asarray(a, dtype=X.dtype) for a in f],
+                     weights=np.asarray(w, dtype=X.dtype))
+    return _residual_norm_sq(X, cp, normX2)
 
 
 def _sparse_experiment(cfg: ReproduceConfig, seed: int, bar: Any,
                        notes: list[str]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    from . import cp_als, spals, spals_sample_count
-    from .datasets import planted_sparse_cp
-
     t0 = time.perf_counter()
     X, _ = planted_sparse_cp(cfg.sparse_shape, cfg.rank, cfg.sparse_nnz, noise=0.1, skew=1.0,
                              exact=True, rng=seed)
     info = dict(shape=list(cfg.sparse_shape), nnz=int(X.nnz), requested_nnz=cfg.sparse_nnz,
                 generate_seconds=time.perf_counter() - t0, noise=0.1, skew=1.0)
-    normX2 = float(X._cp_operator(check_finite=False).norm_sq())
+    normX2 = float(X.norm()) ** 2
     init = _sparse_init(X, cfg.rank, seed)
     rows: list[dict[str, Any]] = []
-    cp_als(X, cfg.rank, init=init, max_iter=1, tol=0.0)  # numba compilation / fiber index
+    tf.cp_als(X, cfg.rank, init=init, max_iter=1, tol=0.0)  # numba compilation / fiber index
     tr = _Trace(X, normX2, cfg.sparse_als_iters)
-    res = cp_als(X, cfg.rank, init=init, max_iter=cfg.sparse_als_iters, tol=0.0, callback=tr)
+    res = tf.cp_als(X, cfg.rank, init=init, max_iter=cfg.sparse_als_iters, tol=0.0, callback=tr)
     t = tr.times(res.history.time)
     rows.append(dict(experiment="sparse", method="sparse ALS (tensorfact)",
                      time_per_iter=_per_iter(t), rel_error=res.rel_error, n_iter=res.n_iter,
                      **tr.curve(t)))
     bar.update(1)
-    spals(X, cfg.rank, init=init, max_iter=1, rng=seed)  # warm the fiber indices
+    tf.spals(X, cfg.rank, init=init, max_iter=1, rng=seed)  # warm the fiber indices
     for alpha in cfg.sparse_alphas:
         tr = _Trace(X, normX2, cfg.sparse_spals_iters)
-        r = spals(X, cfg.rank, init=init, alpha=alpha, max_iter=cfg.sparse_spals_iters,
+        r = tf.spals(X, cfg.rank, init=init, alpha=alpha, max_iter=cfg.sparse_spals_iters,
                   rng=seed, callback=tr)
         t = tr.times(r.history.time)
         rows.append(dict(experiment="sparse", method=f"SPALS alpha={alpha:g}", alpha=alpha,
-                         n_samples=spals_sample_count(cfg.sparse_shape, cfg.rank, 0, alpha=alpha),
+                         n_samples=tf.spals_sample_count(cfg.sparse_shape, cfg.rank, 0,
+                                                         alpha=alpha),
                          time_per_iter=_per_iter(t), rel_error=tr.errors[-1],
                          rel_error_estimate=r.rel_error, n_iter=r.n_iter,
                          **tr.curve(t)))
@@ -350,9 +345,7 @@ def _pyttb_row(X: Any, cfg: ReproduceConfig, init: Any, normX2: float,
     elapsed = time.perf_counter() - t0
     w = np.asarray(M.weights)
     f = [np.asarray(a) for a in M.factor_matrices]
-    from .tensors.cp import CPTensor
-
-    err = _exact_rel_error(X, CPTensor(f, weights=w), normX2)
+    err = _exact_rel_error(X, tf.CPTensor(f, weights=w), normX2)
     row.update(time_per_iter=elapsed / cfg.pyttb_iters, rel_error=err, n_iter=cfg.pyttb_iters,
                curve_time=[elapsed], curve_error=[err])
     return row
@@ -360,8 +353,6 @@ def _pyttb_row(X: Any, cfg: ReproduceConfig, init: Any, normX2: float,
 
 def _scaling_experiment(cfg: ReproduceConfig, seed: int, bar: Any,
                         notes: list[str]) -> list[dict[str, Any]]:
-    from . import cp_als, spals
-
     rows: list[dict[str, Any]] = []
     alpha = cfg.alphas[min(1, len(cfg.alphas) - 1)]
     sizes: list[tuple[int, Any]] = [(n, np.float64) for n in cfg.scaling_ns]
@@ -377,8 +368,8 @@ def _scaling_experiment(cfg: ReproduceConfig, seed: int, bar: Any,
         gen = np.random.default_rng(seed)
         X = dense_problem(n, cfg.rank, 0.1, gen, dtype=dt)
         init = _shared_init(X, cfg.rank, seed)
-        res = cp_als(X, cfg.rank, init=init, max_iter=cfg.scaling_iters, tol=0.0)
-        r = spals(X, cfg.rank, init=init, alpha=alpha, max_iter=cfg.scaling_iters, rng=seed)
+        res = tf.cp_als(X, cfg.rank, init=init, max_iter=cfg.scaling_iters, tol=0.0)
+        r = tf.spals(X, cfg.rank, init=init, alpha=alpha, max_iter=cfg.scaling_iters, rng=seed)
         rows.append(dict(experiment="scaling", n=n, dtype=np.dtype(dt).name, alpha=alpha,
                          als_time_per_iter=_per_iter(list(res.history.time)),
                          spals_time_per_iter=_per_iter(list(r.history.time))))
@@ -387,144 +378,37 @@ def _scaling_experiment(cfg: ReproduceConfig, seed: int, bar: Any,
     return rows
 
 
-# --------------------------------------------------------------------------- #
-# report
-# --------------------------------------------------------------------------- #
-def _table(rows: list[dict[str, Any]]) -> str:
-    lines = []
-    dense = [r for r in rows if r["experiment"] == "dense"]
-    if dense:
-        n = dense[0]["n"]
-        lines.append(f"Dense {n}x{n}x{n} tensors")
-        lines.append("| method | sigma | time/iter (ms) | speedup vs ALS | rel. error |")
-        lines.append("|---|---|---|---|---|")
-        for r in dense:
-            als = next(a for a in dense
-                       if a["sigma"] == r["sigma"] and a["method"].startswith("ALS"))
-            sp = als["time_per_iter"] / r["time_per_iter"]
-            lines.append(f"| {r['method']} | {r['sigma']:g} | {1e3 * r['time_per_iter']:.1f} | "
-                         f"{sp:.1f}x | {r['rel_error']:.4f} |")
-    sparse = [r for r in rows if r["experiment"] == "sparse"]
-    if sparse:
-        lines.append("")
-        lines.append("| sparse method | time/iter (ms) | speedup vs sparse ALS | rel. error "
-                     "| fit |")
-        lines.append("|---|---|---|---|---|")
-        als = sparse[0]
-        for r in sparse:
-            sp = als["time_per_iter"] / r["time_per_iter"]
-            lines.append(f"| {r['method']} | {1e3 * r['time_per_iter']:.1f} | {sp:.2f}x | "
-                         f"{r['rel_error']:.4f} | {1 - r['rel_error']:.4f} |")
-    scaling = [r for r in rows if r["experiment"] == "scaling"]
-    if scaling:
-        lines.append("")
-        lines.append("| n | dtype | ALS time/iter (ms) | SPALS time/iter (ms) | speedup |")
-        lines.append("|---|---|---|---|---|")
-        for r in scaling:
-            lines.append(f"| {r['n']} | {r['dtype']} | {1e3 * r['als_time_per_iter']:.1f} | "
-                         f"{1e3 * r['spals_time_per_iter']:.1f} | "
-                         f"{r['als_time_per_iter'] / r['spals_time_per_iter']:.1f}x |")
-    return "\n".join(lines)
-
-
-def _acceptance(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    acc: dict[str, Any] = {}
-    dense = [r for r in rows if r["experiment"] == "dense" and r["sigma"] == 0.1]
-    if dense:
-        als = next(r for r in dense if r["method"].startswith("ALS"))
-        acc["dense"] = [
-            dict(method=r["method"], speedup=als["time_per_iter"] / r["time_per_iter"],
-                 error_ratio=r["rel_error"] / als["rel_error"])
-            for r in dense if r["method"].startswith("SPALS")
-        ]
-    sparse = [r for r in rows if r["experiment"] == "sparse"]
-    if sparse:
-        als = sparse[0]
-        fit_als = 1 - als["rel_error"]
-        acc["sparse"] = [
-            dict(method=r["method"], speedup=als["time_per_iter"] / r["time_per_iter"],
-                 fit=1 - r["rel_error"], fit_als=fit_als,
-                 fit_relative_change=(1 - r["rel_error"] - fit_als) / fit_als)
-            for r in sparse[1:] if r["method"].startswith("SPALS")
-        ]
-        peer = [r for r in sparse if r["method"].startswith("pyttb")]
-        if peer:
-            acc["sparse_als_vs_pyttb"] = peer[0]["time_per_iter"] / als["time_per_iter"]
-    scaling = {r["n"]: r for r in rows if r["experiment"] == "scaling" and r["dtype"] == "float64"}
-    ns = sorted(scaling)
-    if len(ns) >= 2:
-        a, b = ns[-2], ns[-1]
-        acc["scaling"] = dict(
-            from_n=a, to_n=b,
-            spals_growth=scaling[b]["spals_time_per_iter"] / scaling[a]["spals_time_per_iter"],
-            als_growth=scaling[b]["als_time_per_iter"] / scaling[a]["als_time_per_iter"])
-    return acc
-
-
-def _plots(rows: list[dict[str, Any]], out: Path, scale: str) -> list[str]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    files = []
-    dense = [r for r in rows if r["experiment"] == "dense"]
-    sparse = [r for r in rows if r["experiment"] == "sparse"]
-    sigmas = sorted({r["sigma"] for r in dense})
-    panels = len(sigmas) + (1 if sparse else 0)
-    fig, axes = plt.subplots(1, max(panels, 1), figsize=(4.2 * max(panels, 1), 3.6), squeeze=False)
-    groups = [(f"dense n={dense[0]['n']}, sigma={s:g}", [r for r in dense if r["sigma"] == s])
-              for s in sigmas]
-    if sparse:
-        groups.append(("sparse", sparse))
-    for ax, (title, rs) in zip(axes[0], groups):
-        for r in rs:
-            t, e = r.get("curve_time", []), r.get("curve_error", [])
-            if not t:
-                continue
-            style = "o" if len(t) == 1 else ".-"
-            ax.plot(t, e, style, label=r["method"], ms=4)
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlabel("time (s)")
-        ax.set_ylabel("relative error")
-        ax.set_title(title, fontsize=9)
-        ax.legend(fontsize=6)
-    fig.tight_layout()
-    p = out / f"spals_error_vs_time_{scale}.png"
-    fig.savefig(p, dpi=110)
-    plt.close(fig)
-    files.append(p.name)
-    scaling = [r for r in rows if r["experiment"] == "scaling"]
-    if scaling:
-        fig, ax = plt.subplots(figsize=(4.8, 3.6))
-        ns = [r["n"] for r in scaling]
-        ax.loglog(ns, [r["als_time_per_iter"] for r in scaling], "s-", label="exact ALS")
-        ax.loglog(ns, [r["spals_time_per_iter"] for r in scaling], "o-",
-                  label=f"SPALS alpha={scaling[0]['alpha']:g}")
-        n0, t0 = ns[0], scaling[0]["als_time_per_iter"]
-        ax.loglog(ns, [t0 * (n / n0) ** 3 for n in ns], "k:", lw=0.8, label="n^3")
-        for r in scaling:
-            if r["dtype"] == "float32":
-                ax.annotate("float32", (r["n"], r["als_time_per_iter"]), fontsize=7)
-        ax.set_xlabel("n (tensor n x n x n)")
-        ax.set_ylabel("time per iteration (s)")
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        p = out / f"spals_scaling_{scale}.png"
-        fig.savefig(p, dpi=110)
-        plt.close(fig)
-        files.append(p.name)
-    return files
-
-
 def run_spals_reproduction(scale: str = "quick", out: str | os.PathLike[str] | None = None, *,
                            seed: int = 0, threads: int = 1, progress: bool = True,
                            experiments: tuple[str, ...] = ("dense", "sparse", "scaling"),
                            ) -> dict[str, Any]:
     """Run the SPALS reproduction at ``scale``; write JSON + PNGs to ``out``.
 
-    Returns the dictionary written to JSON (rows, acceptance ratios, notes).
+    Parameters
+    ----------
+    scale : {"tiny", "quick", "default", "paper"}
+        Problem sizes, see :data:`SCALES`.
+    out : path, optional
+        Output folder (created if needed); default ``./spals_reproduce``.
+    seed : int
+        Seed of the problems, the shared initial factors and the samplers.
+    threads : int
+        BLAS and Numba threads during the run.
+    progress : bool
+        Show a progress bar.
+    experiments : tuple of {"dense", "sparse", "scaling"}
+        Which experiments to run.
+
+    Returns
+    -------
+    dict
+        What was written to ``spals_<scale>.json`` (rows, summary ratios under
+        ``"acceptance"``, notes, machine) plus its path under ``"json"``.
+
+    Raises
+    ------
+    ValueError
+        Unknown ``scale`` or experiment name.
     """
     if scale not in SCALES:
         raise ValueError(f"scale must be one of {sorted(SCALES)}, got {scale!r}")
@@ -562,14 +446,12 @@ def run_spals_reproduction(scale: str = "quick", out: str | os.PathLike[str] | N
             rows += srows
         if "scaling" in experiments:
             rows += _scaling_experiment(cfg, seed, bar, notes)
-    import numpy
-
     result: dict[str, Any] = dict(
         scale=scale, config=asdict(cfg), dense_n=n, seed=seed, threads=threads,
         total_seconds=time.perf_counter() - t_start, rows=rows, sparse=sparse_info,
-        acceptance=_acceptance(rows), notes=notes,
+        acceptance=summary_ratios(rows), notes=notes,
         machine=dict(platform=platform.platform(), processor=platform.processor(),
-                     cpus=os.cpu_count(), numpy=numpy.__version__),
+                     cpus=os.cpu_count(), numpy=np.__version__),
     )
     try:
         import resource
@@ -577,21 +459,12 @@ def run_spals_reproduction(scale: str = "quick", out: str | os.PathLike[str] | N
         result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     except ImportError:  # pragma: no cover - non-Unix
         result["peak_rss_mib"] = float("nan")
-    table = _table(rows)
-    result["table_markdown"] = table
-    result["plots"] = _plots(rows, out_dir, scale)
+    result["table_markdown"] = format_table(rows)
+    result["plots"] = plot_results(rows, out_dir, scale)
     path = out_dir / f"spals_{scale}.json"
     path.write_text(json.dumps(result, indent=1, default=float))
     result["json"] = str(path)
-    print(table)
-    print()
-    for k, v in result["acceptance"].items():
-        print(f"acceptance {k}: {json.dumps(v, default=float)}")
-    for note in notes:
-        print(f"note: {note}")
-    print(f"wrote {path} and {', '.join(str(out_dir / f) for f in result['plots'])} "
-          f"({result['total_seconds']:.1f} s, {threads} thread(s), "
-          f"peak RSS {result['peak_rss_mib']:.0f} MiB)")
+    print_report(result, out_dir)
     return result
 
 

@@ -1,0 +1,10 @@
+"""Reproductions of published experiments, written against the public API only.
+
+``tensorfact reproduce spals`` (or :func:`run_spals_reproduction`) reruns the
+SPALS timing experiments of Cheng et al. (NeurIPS 2016); see
+:mod:`tensorfact.reproduce.spals`.
+"""
+
+from .spals import SCALES, ReproduceConfig, add_reproduce_parser, run_spals_reproduction
+
+__all__ = ["SCALES", "ReproduceConfig", "add_reproduce_parser", "run_spals_reproduction"]
