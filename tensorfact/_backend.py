@@ -357,8 +357,7 @@ def spd_solve(xp: ModuleType, G: Array, B: Array, *, what: str = "Gram matrix") 
     eps = finfo_eps(xp, G.dtype)
     if is_numpy(xp):
         # NumPy's own LAPACK only: SciPy ships a second OpenBLAS whose thread pool
-        # contends with NumPy's right after a large GEMM (a 50 x 50 cho_solve was
-        # measured at 23 ms instead of microseconds, and slowed the next GEMM too).
+        # contends with NumPy's right after a large GEMM (docs/cp-als.md).
         try:
             L = np.linalg.cholesky(G)
             d = np.abs(np.diag(L))
@@ -480,13 +479,12 @@ def random_uniform(xp: ModuleType, shape: Sequence[int], rng: np.random.Generato
 
 
 # --------------------------------------------------------------------------- #
-# thin SVD (appended for the Kronecker family)
+# thin SVD
 # --------------------------------------------------------------------------- #
 def thin_svd(xp: ModuleType, M: Array) -> tuple[Array, Array, Array]:
     """Thin SVD ``M = U diag(s) Vh`` of a matrix or a stack ``(..., p, q)``.
 
-    NumPy calls LAPACK ``gesdd`` through SciPy one matrix at a time (measured
-    2x faster than ``numpy.linalg.svd`` on wide float32 matrices here), falling
+    NumPy calls LAPACK ``gesdd`` through SciPy one matrix at a time, falling
     back to ``gesvd`` if ``gesdd`` does not converge; other namespaces use
     ``xp.linalg.svd(full_matrices=False)``. Singular values descend.
     """
@@ -496,7 +494,7 @@ def thin_svd(xp: ModuleType, M: Array) -> tuple[Array, Array, Array]:
         def one(A: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             if A.shape[0] < A.shape[1]:
                 # wide C-ordered matrix: its transpose is Fortran-ordered and tall, which
-                # LAPACK takes without a copy (measured 4x faster on 64 x 36864)
+                # LAPACK takes without a copy
                 Ut, st, Vht = one(A.T)
                 return Vht.T, st, Ut.T
             try:
