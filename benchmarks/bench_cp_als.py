@@ -468,14 +468,14 @@ def print_tables(cases: list[dict[str, Any]]) -> None:
     print(f"largest relative disagreement of the final errors (peers vs tensorfact, same "
           f"init, same number of sweeps): {worst:.2e}")
     print()
-    for line in acceptance(cases):
+    for line in check_targets(cases):
         print(line)
     print("\nmarkdown:\n")
     print(_common.format_table(table_rows(cases), HEADER, markdown=True))
 
 
-def acceptance(cases: list[dict[str, Any]]) -> list[str]:
-    """The foundation issue's performance targets, checked on the measured cases."""
+def check_targets(cases: list[dict[str, Any]]) -> list[str]:
+    """Performance targets (speed against the peers, memory), checked on the measured cases."""
     def find(shape: tuple[int, ...], R: int, dtype: str) -> dict[str, Any] | None:
         for c in cases:
             if tuple(c["shape"]) == shape and c["rank"] == R and c["dtype"] == dtype:
@@ -495,7 +495,7 @@ def acceptance(cases: list[dict[str, Any]]) -> list[str]:
     def ratio(c: dict[str, Any] | None, key: str) -> float | None:
         return None if c is None else c["ratios"].get(key)
 
-    out.append("acceptance (foundation issue):")
+    out.append("targets:")
     c300 = find((300, 300, 300), 10, "float64")
     c60 = find((60, 60, 60, 60), 10, "float64")
     check("300^3 R=10 f64 TensorLy/tensorfact time per iteration",

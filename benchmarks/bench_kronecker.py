@@ -34,7 +34,7 @@ import sys
 
 def _parse() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="acceptance shape only (4096^2)")
+    p.add_argument("--quick", action="store_true", help="the 4096x4096 shape only")
     p.add_argument("--threads", type=int, default=1, help="BLAS / torch threads (default 1)")
     p.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results",
                                                  "kronecker.json"))

@@ -163,7 +163,7 @@ def _kronecker_embedding_cases(quick: bool) -> list[Case]:
     return cases
 
 
-#: layer name -> function(quick) returning its cases. Add entries for new layers here.
+#: layer name -> function(quick) returning its cases.
 REGISTRY: dict[str, Callable[[bool], list[Case]]] = {
     "kronecker_linear": _kronecker_linear_cases,
     "phm_linear": _phm_linear_cases,
