@@ -6,7 +6,7 @@ here take ``xp`` explicitly.
 
 Native fast paths:
 
-* NumPy: SciPy/LAPACK (Cholesky, Schur, ``expm``), ``numpy.einsum`` with a
+* NumPy: SciPy/LAPACK (Cholesky, Schur), ``numpy.einsum`` with a
   contraction path, ``numpy.add.at``/``bincount`` for scatter-add.
 * CuPy: ``cupy``/``cupyx`` equivalents.
 * torch: ``torch.einsum``, ``torch.linalg.cholesky_ex``, ``index_add_``.
@@ -47,13 +47,9 @@ __all__ = [
     "spd_solve",
     "spd_solve_right",
     "schur",
-    "expm",
-    "lstsq",
     "check_rng",
     "random_normal",
-    "random_uniform",
     "to_float",
-    "copy",
     "thin_svd",
     "coo_matmul",
 ]
@@ -210,11 +206,6 @@ def to_float(x: Array) -> float:
     if isinstance(x, (int, float)):
         return float(x)
     return float(to_numpy(x).reshape(()))
-
-
-def copy(x: Array, xp: ModuleType) -> Array:
-    """An independent copy of ``x``."""
-    return xp.asarray(x, copy=True)
 
 
 # --------------------------------------------------------------------------- #
@@ -402,21 +393,6 @@ def spd_solve_right(xp: ModuleType, M: Array, G: Array, *, what: str = "Gram mat
     return xp.matrix_transpose(spd_solve(xp, G, xp.matrix_transpose(M), what=what))
 
 
-def lstsq(xp: ModuleType, A: Array, B: Array) -> Array:
-    """Least-squares solution of ``A X = B`` (QR for full column rank, SVD otherwise)."""
-    if is_numpy(xp):
-        import scipy.linalg as sla
-
-        return sla.lstsq(A, B, check_finite=False, lapack_driver="gelsd")[0]
-    if is_torch(xp):
-        import torch
-
-        if A.device.type == "cpu":
-            return torch.linalg.lstsq(A, B, driver="gelsd").solution
-        return torch.linalg.pinv(A) @ B
-    return xp.linalg.pinv(A) @ B
-
-
 def schur(xp: ModuleType, A: Array) -> tuple[Array, Array]:
     """Real Schur decomposition ``A = Z T Z^T`` of a square matrix.
 
@@ -431,21 +407,6 @@ def schur(xp: ModuleType, A: Array) -> tuple[Array, Array]:
     An = to_numpy(A)
     T, Z = sla.schur(An, output="real")
     return from_numpy(xp, T, like=A), from_numpy(xp, Z, like=A)
-
-
-def expm(xp: ModuleType, A: Array) -> Array:
-    """Matrix exponential (SciPy for NumPy, ``torch.linalg.matrix_exp``, else host)."""
-    if is_numpy(xp):
-        import scipy.linalg as sla
-
-        return sla.expm(A)
-    if is_torch(xp):
-        import torch
-
-        return torch.linalg.matrix_exp(A)
-    import scipy.linalg as sla
-
-    return from_numpy(xp, sla.expm(to_numpy(A)), like=A)
 
 
 # --------------------------------------------------------------------------- #
@@ -468,13 +429,6 @@ def random_normal(xp: ModuleType, shape: Sequence[int], rng: np.random.Generator
                   dtype: Any, like: Array | None = None) -> Array:
     """Standard normal draws made on the host and moved to ``like``'s device."""
     arr = rng.standard_normal(tuple(shape))
-    return from_numpy(xp, arr, like=like, dtype=dtype)
-
-
-def random_uniform(xp: ModuleType, shape: Sequence[int], rng: np.random.Generator, *,
-                   dtype: Any, like: Array | None = None) -> Array:
-    """Uniform [0, 1) draws made on the host and moved to ``like``'s device."""
-    arr = rng.random(tuple(shape))
     return from_numpy(xp, arr, like=like, dtype=dtype)
 
 

@@ -1,4 +1,4 @@
-"""Test helpers: namespace-aware assertions and backend enumeration.
+"""Test helpers: namespace-aware assertions, backend enumeration, reference linear algebra.
 
 Used by tensorfact's own test-suite; importable by downstream projects too.
 """
@@ -12,7 +12,7 @@ import numpy as np
 
 from . import _backend as B
 
-__all__ = ["assert_close", "available_backends", "rtol_for"]
+__all__ = ["assert_close", "available_backends", "expm", "lstsq", "rtol_for"]
 
 
 def rtol_for(dtype: Any, xp: Any = None, factor: float = 4.0) -> float:
@@ -67,3 +67,31 @@ def available_backends() -> list[str]:
     except Exception:
         pass
     return names
+
+
+def lstsq(xp: Any, A: Any, Y: Any) -> Any:
+    """Least-squares solution of ``A X = Y`` (LAPACK ``gelsd``, else a pseudo-inverse)."""
+    if B.is_numpy(xp):
+        import scipy.linalg as sla
+
+        return sla.lstsq(A, Y, check_finite=False, lapack_driver="gelsd")[0]
+    if B.is_torch(xp):
+        import torch
+
+        if A.device.type == "cpu":
+            return torch.linalg.lstsq(A, Y, driver="gelsd").solution
+        return torch.linalg.pinv(A) @ Y
+    return xp.linalg.pinv(A) @ Y
+
+
+def expm(xp: Any, A: Any) -> Any:
+    """Matrix exponential (SciPy for NumPy, ``torch.linalg.matrix_exp``, else via the host)."""
+    import scipy.linalg as sla
+
+    if B.is_numpy(xp):
+        return sla.expm(A)
+    if B.is_torch(xp):
+        import torch
+
+        return torch.linalg.matrix_exp(A)
+    return B.from_numpy(xp, sla.expm(B.to_numpy(A)), like=A)
