@@ -57,7 +57,7 @@ import numpy as np  # noqa: E402
 import tensorfact  # noqa: E402
 from tensorfact import CPTensor, cp_als  # noqa: E402
 from tensorfact.datasets import planted_cp  # noqa: E402
-from tensorfact.decomposition._operators import DenseCPOperator  # noqa: E402
+from tensorfact.formats import DenseTensor  # noqa: E402
 
 FULL_SHAPES = [(300, 300, 300), (60, 60, 60, 60), (10000, 10000, 2)]
 FULL_RANKS = [10, 50]
@@ -94,7 +94,7 @@ def rel_error(X: np.ndarray, weights: np.ndarray, factors: list[np.ndarray]) -> 
     """Exact ``||X - [[w; A]]|| / ||X||`` (blocked, no dense reconstruction)."""
     factors = [np.ascontiguousarray(A, dtype=X.dtype) for A in factors]
     weights = np.asarray(weights, dtype=X.dtype)
-    op = DenseCPOperator(X, tensorfact._backend.namespace(X))
+    op = DenseTensor(X)
     return math.sqrt(max(op.residual_norm_sq(weights, factors), 0.0) / op.norm_sq())
 
 

@@ -46,7 +46,7 @@ from tensorfact.datasets import planted_sparse_cp, read_tns, write_tns  # noqa: 
 
 
 def rel_error(X: SparseTensor, weights: np.ndarray, factors: list[np.ndarray]) -> float:
-    op = X._cp_operator()
+    op = X
     return float(np.sqrt(op.residual_norm_sq(weights, factors) / op.norm_sq()))
 
 

@@ -114,6 +114,11 @@ def namespace(*arrays: Any) -> ModuleType:
     return xp
 
 
+def is_array(x: Any) -> bool:
+    """Whether ``x`` is an array of a supported array library (not a list or scalar)."""
+    return bool(array_api_compat.is_array_api_obj(x)) and not isinstance(x, (int, float, complex))
+
+
 def is_numpy(xp: ModuleType) -> bool:
     """Whether ``xp`` is NumPy (plain or the array-api-compat wrapper)."""
     return bool(array_api_compat.is_numpy_namespace(xp))

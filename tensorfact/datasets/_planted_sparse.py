@@ -12,7 +12,7 @@ from .. import _backend as B
 from .._kernels.sparse import cp_values_numba
 from .._validation import check_int_sequence, check_nonneg_float, check_positive_int
 from ..tensors.cp import CPTensor
-from ..tensors.sparse import SparseTensor
+from ..formats import SparseTensor
 
 __all__ = ["planted_sparse_cp"]
 

@@ -24,7 +24,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from ..tensors.sparse import SparseTensor
+from ..formats import SparseTensor
 
 __all__ = ["read_tns", "write_tns"]
 

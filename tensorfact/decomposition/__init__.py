@@ -1,17 +1,8 @@
 """Decomposition algorithms."""
 
 from ._cp_als import cp_als
-from ._joint import (
-    BoundInvalidWarning,
-    JointEigenResult,
-    JointTriangularizationResult,
-    TriangularizationErrorBound,
-    TriangularizationHistory,
-    cp_joint_schur,
-    joint_eigen,
-    joint_triangularize,
-    triangularization_error_bound,
-)
+from ._joint import *  # noqa: F403  (the joint triangularization family, see its __all__)
+from ._joint import __all__ as _joint_all
 from ._kronecker import (
     KroneckerShape,
     NearestKroneckerResult,
@@ -19,16 +10,16 @@ from ._kronecker import (
     kronecker_shapes,
     nearest_kronecker,
 )
-from ._results import ConvergenceHistory, CPALSResult
+from ._monitor import ConvergenceHistory
+from ._results import CPALSResult
 from ._sampled_lstsq import SampledLstsqResult, sampled_krp_lstsq
 from ._sekron import SeKronResult, sekron
 from ._spals import spals, spals_sample_count
 
 __all__ = [
+    "CPALSResult", "ConvergenceHistory", "cp_als",
     "SampledLstsqResult", "sampled_krp_lstsq", "spals", "spals_sample_count",
     "KroneckerShape", "NearestKroneckerResult", "gkpd", "kronecker_shapes", "nearest_kronecker",
     "SeKronResult", "sekron",
-    "BoundInvalidWarning", "JointEigenResult", "JointTriangularizationResult",
-    "TriangularizationErrorBound", "TriangularizationHistory", "cp_joint_schur", "joint_eigen",
-    "joint_triangularize", "triangularization_error_bound",
-    "CPALSResult", "ConvergenceHistory", "cp_als"]
+    *_joint_all,
+]

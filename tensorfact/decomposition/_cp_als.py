@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 from collections.abc import Callable
+from functools import partial
+from types import ModuleType
 from typing import Any
 
 import numpy as np
 
 from .. import _backend as B
 from .._validation import check_nonneg_float, check_positive_int, check_rank
+from ..formats import TensorFormat, as_format
 from ..tensors.cp import CPTensor
-from ._operators import CPOperator, as_cp_operator
-from ._results import ConvergenceHistory, CPALSResult
+from ._monitor import ConvergenceHistory, IterationMonitor, check_callback
+from ._results import CPALSResult
 
-__all__ = ["cp_als"]
+__all__ = ["cp_als", "hadamard_grams", "initial_factors", "unit_columns", "zero_result"]
 
 logger = logging.getLogger("tensorfact.cp_als")
 
@@ -44,7 +46,7 @@ def cp_als(
     and solving each factor's linear least-squares problem exactly.
 
     Each sweep costs two GEMM passes over ``X`` (dimension-tree MTTKRP, see
-    :func:`tensorfact.tenalg.mttkrp_sweep`); normal equations are solved by
+    :class:`tensorfact.tenalg.DimensionTree`); normal equations are solved by
     Cholesky on the cached Hadamard product of Gram matrices; the error is
     obtained from the last MTTKRP, and recomputed exactly (blockwise) when
     that cheap formula would lose precision (relative error below
@@ -52,9 +54,11 @@ def cp_als(
 
     Parameters
     ----------
-    X : array of shape (I_0, ..., I_{N-1}), N >= 2, or ``SparseTensor``
+    X : array of shape (I_0, ..., I_{N-1}), N >= 2, or a data format
         Any array API namespace (NumPy, CuPy, torch, ...). Integer and
-        boolean input is promoted to the namespace's default float.
+        boolean input is promoted to the namespace's default float. A
+        ``SparseTensor`` or any other :class:`tensorfact.formats.TensorFormat`
+        is read through the data-format protocol.
     rank : int
         Number of components, ``1 <= rank <= min_n prod_{m != n} I_m``.
     init : {"svd", "random", "joint_schur"} or CPTensor
@@ -117,17 +121,14 @@ def cp_als(
     >>> res.rel_error < 1e-8, res.cp.factor_match_score(truth) > 0.9999
     (True, True)
     """
-    op = as_cp_operator(X, check_finite=check_finite)
-    shape = op.shape
-    if len(shape) < 2:
-        raise ValueError(f"X must have at least 2 modes, got shape {shape}")
+    data = as_format(X, check_finite=check_finite)
+    shape = data.shape
     R = check_rank(rank, shape)
     max_iter = check_positive_int(max_iter, "max_iter")
     tol = check_nonneg_float(tol, "tol")
     l2_reg = check_nonneg_float(l2_reg, "l2_reg")
     n_init = check_positive_int(n_init, "n_init")
-    if callback is not None and not callable(callback):
-        raise TypeError("callback must be callable")
+    check_callback(callback)
     gen = B.check_rng(rng)
     if not (isinstance(init, CPTensor) or init in ("svd", "random", "joint_schur")):
         raise ValueError(
@@ -137,22 +138,22 @@ def cp_als(
     best: CPALSResult | None = None
     for run in range(n_init):
         run_init = init if run == 0 else "random"
-        factors = initial_factors(op, R, run_init, gen, X=X)
-        res = _als_run(op, factors, R, max_iter=max_iter, tol=tol, l2_reg=l2_reg,
-                       callback=callback, verbose=verbose, run=run)
+        factors = initial_factors(data, R, run_init, gen)
+        res = _als(data, factors, max_iter=max_iter, tol=tol, l2_reg=l2_reg,
+                   callback=callback, verbose=verbose)
         if best is None or res.rel_error < best.rel_error:
             best = res
     return best  # type: ignore[return-value]
 
 
-def initial_factors(op: CPOperator, R: int, init: Any, gen: np.random.Generator, *,
-                    X: Any = None) -> list[Any]:
+def initial_factors(data: TensorFormat, R: int, init: Any, gen: np.random.Generator
+                    ) -> list[Any]:
     """Initial factor matrices for CP-ALS-type solvers (shared with SPALS)."""
-    xp = op.xp
-    shape = op.shape
-    dt = op.dtype
+    xp = data.xp
+    shape = data.shape
+    dt = data.dtype
     if isinstance(init, CPTensor):
-        B.namespace(op.like, init.factors[0])
+        B.namespace(data.like, init.factors[0])
         if init.shape != shape:
             raise ValueError(f"init has shape {init.shape} but X has shape {shape}")
         if init.rank != R:
@@ -164,115 +165,92 @@ def initial_factors(op: CPOperator, R: int, init: Any, gen: np.random.Generator,
                 raise ValueError(f"init.factors[{n}] contains NaN or Inf")
         return list(init.factors)
     if init == "random":
-        return [B.random_normal(xp, (s, R), gen, dtype=dt, like=op.like) for s in shape]
+        return [B.random_normal(xp, (s, R), gen, dtype=dt, like=data.like) for s in shape]
     if init == "joint_schur":
         if len(shape) != 3:
             raise ValueError("init='joint_schur' needs a 3-way tensor")
-        from ._joint import cp_joint_schur  # type: ignore[import-not-found]
+        from ._joint import cp_joint_schur
 
-        dense = X if not hasattr(X, "to_dense") else X.to_dense()
-        cp = cp_joint_schur(dense, R, rng=gen)
-        return list(cp.factors)
-    # "svd"
-    factors = [xp.zeros((shape[0], R), dtype=dt, device=B.device(op.like))]
+        to_dense = getattr(data, "to_dense", None)
+        if to_dense is None:
+            raise ValueError(f"init='joint_schur' needs a dense or sparse X, got "
+                             f"{type(data).__name__}")
+        dense = to_dense()
+        return list(cp_joint_schur(dense, R, rng=gen).cp.factors)
+    # "svd" (mode 0 is solved first, so its initial factor is never read)
+    factors = [xp.zeros((shape[0], R), dtype=dt, device=B.device(data.like))]
     for n in range(1, len(shape)):
         k = min(R, shape[n])
-        if hasattr(op, "leading_subspace"):
-            lead = op.leading_subspace(n, k, gen)
-        else:
-            _, V = xp.linalg.eigh(op.mode_gram(n))
-            lead = xp.flip(V[:, shape[n] - k:], axis=1)
+        lead = data.leading_subspace(n, k, gen)
         if k < R:
-            extra = B.random_normal(xp, (shape[n], R - k), gen, dtype=dt, like=op.like)
+            extra = B.random_normal(xp, (shape[n], R - k), gen, dtype=dt, like=data.like)
             lead = xp.concat([lead, extra], axis=1)
         factors.append(lead)
     return factors
 
 
-def _als_run(op: CPOperator, factors: list[Any], R: int, *, max_iter: int, tol: float,
-             l2_reg: float, callback: Callback | None, verbose: bool, run: int) -> CPALSResult:
-    xp = op.xp
-    N = len(op.shape)
-    eps = B.finfo_eps(xp, op.dtype)
-    dev = B.device(op.like)
-    normX2 = op.norm_sq()
+def unit_columns(xp: ModuleType, A: Any) -> tuple[Any, Any]:
+    """``(A / norms, norms)`` with the column norms of ``A`` (zero columns kept)."""
+    lam = xp.linalg.vector_norm(A, axis=0)
+    return A / xp.where(lam > 0, lam, xp.ones_like(lam))[None, :], lam
+
+
+def hadamard_grams(grams: list[Any], skip: int | None = None) -> Any:
+    """Elementwise product of the Gram matrices, leaving out ``grams[skip]``."""
+    H = None
+    for m, G in enumerate(grams):
+        if m != skip:
+            H = G if H is None else H * G
+    return H
+
+
+def zero_result(data: TensorFormat, R: int) -> CPALSResult:
+    """The exact answer for an all-zero tensor: the zero model, error 0."""
+    xp = data.xp
+    dev = B.device(data.like)
+    zero = [xp.zeros((s, R), dtype=data.dtype, device=dev) for s in data.shape]
+    cp = CPTensor(zero, weights=xp.zeros((R,), dtype=data.dtype, device=dev))
+    return CPALSResult(cp, 0, True, 0.0, ConvergenceHistory((), ()))
+
+
+def _als(data: TensorFormat, init_factors: list[Any], *, max_iter: int, tol: float,
+         l2_reg: float, callback: Callback | None, verbose: bool) -> CPALSResult:
+    xp = data.xp
+    N = len(data.shape)
+    R = int(init_factors[0].shape[1])
+    eps = B.finfo_eps(xp, data.dtype)
+    normX2 = data.norm_sq()
     if normX2 == 0.0:
-        zero = [xp.zeros((s, R), dtype=op.dtype, device=dev) for s in op.shape]
-        cp = CPTensor(zero, weights=xp.zeros((R,), dtype=op.dtype, device=dev))
-        return CPALSResult(cp, 0, True, 0.0, ConvergenceHistory((), ()))
+        return zero_result(data, R)
 
-    factors = list(factors)
     # unit columns for conditioning; the ALS iterates do not depend on this scaling
-    for n in range(1, N):
-        nrm = xp.linalg.vector_norm(factors[n], axis=0)
-        factors[n] = factors[n] / xp.where(nrm > 0, nrm, xp.ones_like(nrm))[None, :]
+    factors = [init_factors[0]] + [unit_columns(xp, A)[0] for A in init_factors[1:]]
     grams = [xp.matrix_transpose(A) @ A for A in factors]
-    eye = xp.eye(R, dtype=op.dtype, device=dev)
-    state: dict[str, Any] = {"weights": xp.ones((R,), dtype=op.dtype, device=dev), "M_last": None}
-
-    def update(n: int, M: Any) -> Any:
-        G = None
-        for m in range(N):
-            if m != n:
-                G = grams[m] if G is None else G * grams[m]
-        if l2_reg > 0:
-            G = G + l2_reg * eye
-        A = B.spd_solve_right(xp, M, G, what=f"Gram matrix of mode {n}")
-        lam = xp.linalg.vector_norm(A, axis=0)
-        A = A / xp.where(lam > 0, lam, xp.ones_like(lam))[None, :]
-        grams[n] = xp.matrix_transpose(A) @ A
-        state["weights"] = lam
-        if n == N - 1:
-            state["M_last"] = M
-        return A
-
-    bar = _progress(max_iter, verbose, run)
-    errs: list[float] = []
-    times: list[float] = []
-    converged = False
-    t0 = time.perf_counter()
-    it = 0
-    try:
-        for it in range(1, max_iter + 1):
-            op.sweep(factors, update)
-            w = state["weights"]
-            H = grams[0]
-            for g in grams[1:]:
-                H = H * g
-            est_sq = B.to_float(xp.sum(w[:, None] * H * w[None, :]))
-            inner = B.to_float(xp.sum(state["M_last"] * factors[-1] * w[None, :]))
-            resid_sq = normX2 - 2.0 * inner + est_sq
-            if resid_sq < 100.0 * eps * normX2:
-                resid_sq = op.residual_norm_sq(w, factors)
+    ridge = l2_reg * xp.eye(R, dtype=data.dtype, device=B.device(data.like))
+    weights = xp.ones((R,), dtype=data.dtype, device=B.device(data.like))
+    monitor = IterationMonitor("cp_als", max_iter=max_iter, tol=tol, callback=callback,
+                               verbose=verbose, logger=logger,
+                               hint="the problem may be ill-posed (try l2_reg > 0 or a "
+                                    "lower rank)")
+    with monitor:
+        for _ in monitor.iterations():
+            for n in range(N):
+                M = data.mttkrp(factors, n)
+                G = hadamard_grams(grams, skip=n)
+                if l2_reg > 0:
+                    G = G + ridge
+                A = B.spd_solve_right(xp, M, G, what=f"Gram matrix of mode {n}")
+                factors[n], weights = unit_columns(xp, A)
+                grams[n] = xp.matrix_transpose(factors[n]) @ factors[n]
+            # ||X - X_hat||^2 from the last MTTKRP: <X, X_hat> = sum(M * A_N * w)
+            model_sq = B.to_float(xp.sum(weights[:, None] * hadamard_grams(grams)
+                                         * weights[None, :]))
+            inner = B.to_float(xp.sum(M * factors[-1] * weights[None, :]))
+            resid_sq = normX2 - 2.0 * inner + model_sq
+            if resid_sq < 100.0 * eps * normX2:  # cancellation: recompute exactly
+                resid_sq = data.residual_norm_sq(weights, factors)
             rel = math.sqrt(max(resid_sq, 0.0) / normX2)
-            if not math.isfinite(rel):
-                raise FloatingPointError(
-                    f"cp_als produced a non-finite iterate at iteration {it}; the problem may "
-                    "be ill-posed (try l2_reg > 0 or a lower rank)"
-                )
-            errs.append(rel)
-            times.append(time.perf_counter() - t0)
-            logger.debug("iteration %d: relative error %.3e", it, rel)
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(rel_error=f"{rel:.3e}")
-            if callback is not None and callback(it, CPTensor(list(factors), weights=w), rel):
+            if monitor.record(rel, partial(CPTensor, list(factors), weights=weights)):
                 break
-            if it > 1 and abs(errs[-2] - rel) < tol:
-                converged = True
-                break
-    finally:
-        if bar is not None:
-            bar.close()
-    cp = CPTensor(list(factors), weights=state["weights"])
-    logger.info("cp_als: %d iterations, relative error %.3e, converged=%s",
-                it, errs[-1] if errs else float("nan"), converged)
-    return CPALSResult(cp, it, converged, errs[-1], ConvergenceHistory(tuple(errs), tuple(times)))
-
-
-def _progress(total: int, verbose: bool, run: int) -> Any:
-    if not verbose:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=f"cp_als run {run + 1}", leave=False)
+    return CPALSResult(CPTensor(list(factors), weights=weights), monitor.n_iter,
+                       monitor.converged, monitor.rel_error, monitor.history)

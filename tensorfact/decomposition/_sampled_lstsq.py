@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from .. import _backend as B
+from ..formats import SparseRows
 from ..tenalg._khatri_rao import _check_factors, krp_rows
 from ..tenalg._sampling import KRPSample, _check_threshold, sample_krp_rows
 
@@ -176,13 +177,6 @@ def sampled_krp_lstsq(
     return SampledLstsqResult(coef, resid, sample, method)
 
 
-class _COORows:
-    """Sparse sampled right-hand side rows: ``Y_S[row[t], col[t]] += val[t]``."""
-
-    def __init__(self, row: Any, col: Any, val: Any, n_columns: int) -> None:
-        self.row, self.col, self.val, self.n_columns = row, col, val, n_columns
-
-
 def _as_rows(xp: ModuleType, rows: Any, like: Any, n_columns: int | None, n_rows: int,
              check_finite: bool) -> Any:
     if isinstance(rows, tuple):
@@ -196,7 +190,7 @@ def _as_rows(xp: ModuleType, rows: Any, like: Any, n_columns: int | None, n_rows
         v = B.from_numpy(xp, np.asarray(B.to_numpy(v)), like=like, dtype=like.dtype)
         if check_finite and not bool(xp.all(xp.isfinite(v))):
             raise ValueError("rhs returned NaN or Inf")
-        return _COORows(r, c, v, int(n_columns))
+        return SparseRows(r, c, v, int(n_columns))
     B.namespace(like, rows)
     if rows.ndim != 2 or int(rows.shape[0]) != n_rows:
         raise ValueError(
@@ -212,7 +206,7 @@ def _as_rows(xp: ModuleType, rows: Any, like: Any, n_columns: int | None, n_rows
 
 def solve_sampled(xp: ModuleType, factors: Sequence[Any], sample: KRPSample, rows: Any,
                   method: str, *, grams: Sequence[Any] | None = None) -> tuple[Any, float]:
-    """Solve the sampled problem; ``rows`` dense ``(n_rows, m)`` or ``_COORows``.
+    """Solve the sampled problem; ``rows`` dense ``(n_rows, m)`` or ``SparseRows``.
 
     Returns ``(coef, weighted residual estimate)``.
     """
@@ -266,13 +260,13 @@ def solve_sampled(xp: ModuleType, factors: Sequence[Any], sample: KRPSample, row
 
 def _weighted_sq_norm(xp: ModuleType, w: Any, rows: Any) -> float:
     """``sum_j w_j ||y_j||^2`` for dense or COO rows."""
-    if isinstance(rows, _COORows):
+    if isinstance(rows, SparseRows):
         return B.to_float(xp.sum(xp.take(w, rows.row) * rows.val * rows.val))
     return B.to_float(xp.vecdot(w, xp.sum(rows * rows, axis=1)))
 
 
 def _rows_t_matmul(xp: ModuleType, L: Any, rows: Any) -> Any:
     """``rows^T @ L`` for dense rows ``(n, m)`` or COO rows; returns ``(m, R)``."""
-    if isinstance(rows, _COORows):
+    if isinstance(rows, SparseRows):
         return B.coo_matmul(xp, rows.n_columns, rows.col, rows.row, rows.val, L)
     return xp.matrix_transpose(rows) @ L

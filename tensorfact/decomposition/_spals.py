@@ -4,22 +4,22 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 from collections.abc import Callable
-from types import ModuleType
+from functools import partial
 from typing import Any
 
 import numpy as np
 
 from .. import _backend as B
 from .._validation import check_nonneg_float, check_positive_int, check_rank
+from ..formats import TensorFormat, as_format
 from ..tenalg._leverage import _leverage, leverage_from_gram
-from ..tenalg._sampling import KRPSample, _check_threshold, draw_krp_sample
+from ..tenalg._sampling import _check_threshold, draw_krp_sample
 from ..tensors.cp import CPTensor
-from ._cp_als import initial_factors
-from ._operators import as_cp_operator
-from ._results import ConvergenceHistory, CPALSResult
-from ._sampled_lstsq import _COORows, solve_sampled
+from ._cp_als import initial_factors, unit_columns, zero_result
+from ._monitor import IterationMonitor, check_callback
+from ._results import CPALSResult
+from ._sampled_lstsq import solve_sampled
 
 __all__ = ["spals", "spals_sample_count"]
 
@@ -77,10 +77,12 @@ def spals(
 
     Parameters
     ----------
-    X : array of shape (I_0, ..., I_{N-1}), N >= 2, or ``SparseTensor``
+    X : array of shape (I_0, ..., I_{N-1}), N >= 2, or a data format
         Dense arrays may come from any array API namespace; the sampled
         fibers are gathered with ``xp.take`` on a copy-free reshape. A
-        ``SparseTensor`` is read through its fiber index (``gather_fibers``).
+        ``SparseTensor`` is read through its fiber index (``gather_fibers``);
+        any :class:`tensorfact.formats.TensorFormat` through its
+        ``sampled_fibers``.
     rank : int
         Number of components.
     n_samples : "auto" or int
@@ -153,11 +155,9 @@ def spals(
     >>> bool(res.cp.factor_match_score(truth) > 0.999)
     True
     """
-    op = as_cp_operator(X, check_finite=check_finite)
-    shape = op.shape
+    data = as_format(X, check_finite=check_finite)
+    shape = data.shape
     N = len(shape)
-    if N < 2:
-        raise ValueError(f"X must have at least 2 modes, got shape {shape}")
     R = check_rank(rank, shape)
     if not (isinstance(alpha, (int, float)) and not isinstance(alpha, bool)
             and math.isfinite(alpha) and alpha > 0):
@@ -176,144 +176,60 @@ def spals(
     tol = check_nonneg_float(tol, "tol")
     if exact_fit_every is not None:
         exact_fit_every = check_positive_int(exact_fit_every, "exact_fit_every")
-    if callback is not None and not callable(callback):
-        raise TypeError("callback must be callable")
+    check_callback(callback)
     if not (isinstance(init, CPTensor) or init in ("svd", "random")):
         raise ValueError(f"init must be 'random', 'svd' or a CPTensor, got {init!r}")
     gen = B.check_rng(rng)
-
-    xp = op.xp
-    dev = B.device(op.like)
-    normX2 = op.norm_sq()
+    normX2 = data.norm_sq()
     if normX2 == 0.0:
-        zero = [xp.zeros((s_, R), dtype=op.dtype, device=dev) for s_ in shape]
-        cp = CPTensor(zero, weights=xp.zeros((R,), dtype=op.dtype, device=dev))
-        return CPALSResult(cp, 0, True, 0.0, ConvergenceHistory((), ()))
-
-    factors = list(initial_factors(op, R, init, gen, X=X))
-    sparse = hasattr(X, "gather_fibers")
-    gather = _SparseGather(X) if sparse else _DenseGather(xp, op.X, shape)  # type: ignore[attr-defined]
-    return _spals_run(op, xp, factors, R, counts, gather, gen, method=method, tau=tau,
-                      max_iter=max_iter, tol=tol, exact_fit_every=exact_fit_every,
-                      normX2=normX2, callback=callback, verbose=verbose)
+        return zero_result(data, R)
+    factors = initial_factors(data, R, init, gen)
+    return _sampled_als(data, factors, normX2, counts, gen, method=method, tau=tau,
+                        max_iter=max_iter, tol=tol, exact_fit_every=exact_fit_every,
+                        callback=callback, verbose=verbose)
 
 
-class _DenseGather:
-    """Sampled mode-``n`` fibers of a dense tensor, as rows ``(n_rows, I_n)``."""
-
-    def __init__(self, xp: ModuleType, X: Any, shape: tuple[int, ...]) -> None:
-        self.xp = xp
-        self.X = X
-        self.shape = shape
-        self.flat = xp.reshape(X, (-1,))
-
-    def __call__(self, mode: int, sample: KRPSample) -> Any:
-        xp = self.xp
-        s = self.shape
-        L, In, Rt = math.prod(s[:mode]), s[mode], math.prod(s[mode + 1:])
-        idx = sample.indices
-        # linear index over the modes before and after ``mode``
-        lo = np.zeros(idx.shape[0], dtype=np.int64)
-        for j, m in enumerate(range(mode)):
-            lo = lo * s[m] + idx[:, j]
-        hi = np.zeros(idx.shape[0], dtype=np.int64)
-        for j, m in enumerate(range(mode + 1, len(s)), start=mode):
-            hi = hi * s[m] + idx[:, j]
-        if Rt == 1:
-            X2 = xp.reshape(self.X, (L, In))
-            return xp.take(X2, B.from_numpy(xp, lo, like=self.X, dtype=None), axis=0)
-        if L == 1:
-            X2 = xp.reshape(self.X, (In, Rt))
-            cols = xp.take(X2, B.from_numpy(xp, hi, like=self.X, dtype=None), axis=1)
-            return xp.matrix_transpose(cols)
-        base = lo * (In * Rt) + hi
-        flat_idx = (base[:, None] + np.arange(In, dtype=np.int64)[None, :] * Rt).reshape(-1)
-        vals = xp.take(self.flat, B.from_numpy(xp, flat_idx, like=self.X, dtype=None))
-        return xp.reshape(vals, (idx.shape[0], In))
-
-
-class _SparseGather:
-    """Sampled fibers of a ``SparseTensor`` as COO rows."""
-
-    def __init__(self, X: Any) -> None:
-        self.X = X
-        self.shape = tuple(int(s) for s in X.shape)
-
-    def __call__(self, mode: int, sample: KRPSample) -> Any:
-        pos, col, val = self.X.gather_fibers(mode, sample.indices)
-        return _COORows(pos, col, val, self.shape[mode])
-
-
-def _spals_run(op: Any, xp: ModuleType, factors: list[Any], R: int, counts: list[int],
-               gather: Any, gen: np.random.Generator, *, method: str, tau: float | None,
-               max_iter: int, tol: float, exact_fit_every: int | None, normX2: float,
-               callback: Callback | None, verbose: bool) -> CPALSResult:
-    N = len(op.shape)
-    dt = op.dtype
-    dev = B.device(op.like)
-    eps = B.finfo_eps(xp, dt)
-    for n in range(N):
-        nrm = xp.linalg.vector_norm(factors[n], axis=0)
-        factors[n] = factors[n] / xp.where(nrm > 0, nrm, xp.ones_like(nrm))[None, :]
+def _sampled_als(data: TensorFormat, init_factors: list[Any], normX2: float, counts: list[int],
+                 gen: np.random.Generator, *, method: str, tau: float | None, max_iter: int,
+                 tol: float, exact_fit_every: int | None, callback: Callback | None,
+                 verbose: bool) -> CPALSResult:
+    xp = data.xp
+    N = len(data.shape)
+    R = int(init_factors[0].shape[1])
+    eps = B.finfo_eps(xp, data.dtype)
+    factors = [unit_columns(xp, A)[0] for A in init_factors]
     grams = [xp.matrix_transpose(A) @ A for A in factors]
     scores = [B.to_numpy(_leverage(xp, A, max(A.shape) * eps)) for A in factors]
-    weights = xp.ones((R,), dtype=dt, device=dev)
-
-    bar = None
-    if verbose:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=max_iter, desc="spals", leave=False)
-    errs: list[float] = []
-    times: list[float] = []
-    converged = False
-    it = 0
-    t0 = time.perf_counter()
-    try:
-        for it in range(1, max_iter + 1):
+    weights = xp.ones((R,), dtype=data.dtype, device=B.device(data.like))
+    monitor = IterationMonitor("spals", max_iter=max_iter, tol=tol, callback=callback,
+                               verbose=verbose, logger=logger,
+                               hint="try more samples (alpha), method='qr' or a lower rank")
+    with monitor:
+        for it in monitor.iterations():
             resid = 0.0
             for n in range(N):
                 others = [m for m in range(N) if m != n]
                 sample = draw_krp_sample([scores[m] for m in others], counts[n], gen, tau)
-                rows = gather(n, sample)
+                rows = data.sampled_fibers(n, sample.indices)
                 coef, resid = solve_sampled(xp, [factors[m] for m in others], sample, rows,
                                             method, grams=[grams[m] for m in others])
-                lam = xp.linalg.vector_norm(coef, axis=0)
-                A = coef / xp.where(lam > 0, lam, xp.ones_like(lam))[None, :]
+                A, lam = unit_columns(xp, coef)
                 # A column the sample did not see (all-zero) keeps its previous
                 # direction with weight 0, so the leverage scores stay informative
                 # and the iteration cannot collapse to the zero model.
-                A = xp.where((lam > 0)[None, :], A, factors[n])
-                factors[n] = A
-                grams[n] = xp.matrix_transpose(A) @ A
-                lev = leverage_from_gram(xp, A, grams[n])
+                factors[n] = xp.where((lam > 0)[None, :], A, factors[n])
+                grams[n] = xp.matrix_transpose(factors[n]) @ factors[n]
+                lev = leverage_from_gram(xp, factors[n], grams[n])
                 if lev is None:
-                    lev = _leverage(xp, A, max(A.shape) * eps)
+                    lev = _leverage(xp, factors[n], max(factors[n].shape) * eps)
                 scores[n] = B.to_numpy(lev)
                 weights = lam
             if exact_fit_every is not None and (it % exact_fit_every == 0 or it == max_iter):
-                resid = op.residual_norm_sq(weights, factors)
+                resid = data.residual_norm_sq(weights, factors)
             rel = math.sqrt(max(resid, 0.0) / normX2)
-            if not math.isfinite(rel) or not bool(xp.all(xp.isfinite(weights))):
-                raise FloatingPointError(
-                    f"spals produced a non-finite iterate at iteration {it}; try more samples "
-                    "(alpha), method='qr' or a lower rank"
-                )
-            errs.append(rel)
-            times.append(time.perf_counter() - t0)
-            logger.debug("iteration %d: estimated relative error %.3e", it, rel)
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(rel_error=f"{rel:.3e}")
-            if callback is not None and callback(it, CPTensor(list(factors), weights=weights),
-                                                 rel):
+            finite = bool(xp.all(xp.isfinite(weights)))
+            if monitor.record(rel, partial(CPTensor, list(factors), weights=weights),
+                              finite=finite):
                 break
-            if tol > 0 and it > 1 and abs(errs[-2] - rel) < tol:
-                converged = True
-                break
-    finally:
-        if bar is not None:
-            bar.close()
-    cp = CPTensor(list(factors), weights=weights)
-    logger.info("spals: %d iterations, relative error %.3e", it, errs[-1])
-    return CPALSResult(cp, it, converged, errs[-1], ConvergenceHistory(tuple(errs), tuple(times)))
+    return CPALSResult(CPTensor(list(factors), weights=weights), monitor.n_iter,
+                       monitor.converged, monitor.rel_error, monitor.history)

@@ -3,11 +3,11 @@
 from ._khatri_rao import khatri_rao, krp_rows
 from ._kron import group_modes, kron, kron_matmul, rearrange, ungroup_modes, unrearrange
 from ._leverage import leverage_scores
-from ._mttkrp import mttkrp, mttkrp_sweep
+from ._mttkrp import DimensionTree, mttkrp, mttkrp_sweep
 from ._sampling import KRPSample, sample_krp_rows
 from ._unfold import fold, unfold
 
 __all__ = [
     "KRPSample", "leverage_scores", "sample_krp_rows",
     "group_modes", "kron", "kron_matmul", "rearrange", "ungroup_modes", "unrearrange",
-    "fold", "khatri_rao", "krp_rows", "mttkrp", "mttkrp_sweep", "unfold"]
+    "DimensionTree", "fold", "khatri_rao", "krp_rows", "mttkrp", "mttkrp_sweep", "unfold"]

@@ -29,7 +29,7 @@ from typing import Any
 from .. import _backend as B
 from ._khatri_rao import _check_factors, khatri_rao
 
-__all__ = ["mttkrp", "mttkrp_sweep"]
+__all__ = ["DimensionTree", "mttkrp", "mttkrp_sweep"]
 
 
 def _check_mttkrp_args(X: Any, factors: Sequence[Any], mode: Any) -> int:
@@ -57,8 +57,10 @@ def mttkrp(X: Any, factors: Sequence[Any], /, mode: int) -> Any:
 
     Parameters
     ----------
-    X : array of shape (I_0, ..., I_{N-1}), or ``SparseTensor``
-        A ``SparseTensor`` is dispatched to its exact sparse MTTKRP.
+    X : array of shape (I_0, ..., I_{N-1}), or a data format
+        Any object implementing the data-format protocol of
+        :mod:`tensorfact.formats` (``SparseTensor``, ...) is dispatched to its
+        own ``mttkrp(factors, mode)``.
     factors : sequence of N arrays of shape (I_m, R)
         ``factors[mode]`` is ignored (only its shape is checked).
     mode : int
@@ -83,9 +85,8 @@ def mttkrp(X: Any, factors: Sequence[Any], /, mode: int) -> Any:
     >>> bool(np.allclose(mttkrp(X, F, 1), unfold(X, 1) @ khatri_rao(F, skip=1)))
     True
     """
-    from ..tensors.sparse import SparseTensor
-
-    if isinstance(X, SparseTensor):
+    if not B.is_array(X) and hasattr(X, "mttkrp"):
+        # a data format (SparseTensor, DaskSparseTensor, ...): its own MTTKRP
         return X.mttkrp(factors, mode)
     n = _check_mttkrp_args(X, factors, mode)
     xp = B.namespace(X, *factors)
@@ -191,55 +192,116 @@ def _best_split(dims: Sequence[int]) -> int:
     return best_h
 
 
-def mttkrp_sweep(X: Any, factors: list[Any], update: Callable[[int, Any], Any], /) -> None:
+class DimensionTree:
+    """Per-mode dense MTTKRP that keeps the dimension-tree partial contractions.
+
+    ``tree.mttkrp(factors, n)`` equals ``mttkrp(X, factors, n)``. The modes
+    are split recursively into two contiguous halves (Kaya & Uçar 2018); the
+    intermediate serving one half (``X`` contracted with the other half's
+    factors) is kept, together with references to the factors it was
+    computed from, and reused for the next mode of the same half as long as
+    those factor arrays are the same objects. Calling the modes in the order
+    ``0, 1, ..., N-1`` with each mode's factor replaced by a new array after
+    its MTTKRP (an ALS sweep) thus costs two GEMM passes over ``X`` whatever
+    the number of modes; any other calling pattern gives the same values (a
+    stale intermediate is never used: the factors are compared by identity,
+    and arrays are never modified in place by tensorfact).
+
+    Only the intermediates on the path to the last mode served are kept, so
+    the memory is that of the recursive sweep.
+
+    Parameters
+    ----------
+    xp : namespace
+    X : dense array with at least two modes
+    """
+
+    def __init__(self, xp: ModuleType, X: Any) -> None:
+        self.xp = xp
+        self.X = X
+        self.shape = tuple(int(d) for d in X.shape)
+        # node (tuple of modes) -> (intermediate, {mode: factor it was contracted with})
+        self._cache: dict[tuple[int, ...], tuple[Any, dict[int, Any]]] = {}
+
+    def _split(self, modes: tuple[int, ...]) -> int:
+        return _best_split([self.shape[m] for m in modes])
+
+    def _path(self, n: int) -> list[tuple[tuple[int, ...], tuple[int, ...], str]]:
+        """Nodes from the root's child containing ``n`` to the leaf ``(n,)``.
+
+        Each entry is ``(node, sibling, side)`` where ``side`` says whether
+        ``node`` is the left (prefix) or right (suffix) half of its parent.
+        """
+        path = []
+        modes = tuple(range(len(self.shape)))
+        while len(modes) > 1:
+            h = self._split(modes)
+            left, right = modes[:h], modes[h:]
+            if n in left:
+                path.append((left, right, "left"))
+                modes = left
+            else:
+                path.append((right, left, "right"))
+                modes = right
+        return path
+
+    def mttkrp(self, factors: Sequence[Any], n: int) -> Any:
+        """``unfold(X, n) @ khatri_rao(factors, skip=n)`` (``factors[n]`` unused)."""
+        xp = self.xp
+        X = self.X
+        if X.ndim == 2:
+            return X @ factors[1] if n == 0 else xp.matrix_transpose(X) @ factors[0]
+        path = self._path(n)
+        keep: dict[tuple[int, ...], tuple[Any, dict[int, Any]]] = {}
+        T: Any = None
+        parent: tuple[int, ...] = tuple(range(X.ndim))
+        for depth, (node, sibling, side) in enumerate(path):
+            cached = self._cache.get(node)
+            used = {m: factors[m] for m in range(X.ndim) if m not in node}
+            if cached is not None and all(cached[1][m] is used[m] for m in used):
+                T = cached[0]
+            else:
+                if depth == 0:
+                    # one GEMM pass over X contracts the sibling half
+                    T = _gemm_block(xp, X, factors, "suffix" if side == "left" else "prefix",
+                                    len(node) if side == "left" else len(sibling))
+                else:
+                    T, _ = _contract_modes(xp, T, list(parent), list(sibling), factors)
+            keep[node] = (T, used)
+            parent = node
+        self._cache = keep  # drop the intermediates off this path (memory of the sweep)
+        R = int(factors[n].shape[1])
+        return xp.matrix_transpose(xp.reshape(T, (R, self.shape[n])))
+
+
+def mttkrp_sweep(X: Any, factors: Sequence[Any], update: Callable[[int, Any], Any], /
+                 ) -> list[Any]:
     """Run one ALS-style sweep over all modes with a dimension tree.
 
-    For ``n = 0, 1, ..., N-1`` in order, computes ``M_n = mttkrp(X, factors, n)``
-    using the *current* factors (those already updated in this sweep included)
-    and calls ``update(n, M_n)``, which must return the new factor for mode
-    ``n``; it is stored into ``factors[n]`` before the next mode is served.
-
-    Two GEMM passes over ``X`` per sweep, whatever the number of modes; the
-    intermediates are at most ``R * prod(I) / prod(half)`` large where the halves
-    are chosen to balance them.
+    For ``n = 0, 1, ..., N-1`` in order, computes ``M_n = mttkrp(X, F, n)``
+    with the *current* factors ``F`` (those already updated in this sweep
+    included) and calls ``update(n, M_n)``, which returns the new factor for
+    mode ``n``. Two GEMM passes over ``X`` per sweep, whatever the number of
+    modes (:class:`DimensionTree`).
 
     Parameters
     ----------
     X : array of shape (I_0, ..., I_{N-1})
-    factors : list of N arrays (I_m, R); updated in place (the list, not the arrays)
+    factors : sequence of N arrays (I_m, R); not modified
     update : callable ``(mode, M) -> new factor``
+
+    Returns
+    -------
+    list of N arrays
+        The factors after the sweep (``update``'s return values).
     """
+    if not B.is_array(X):
+        raise TypeError(f"X must be a dense array, got {type(X).__name__}")
     if len(factors) != X.ndim:
         raise ValueError(f"factors has {len(factors)} matrices but X has {X.ndim} modes")
     xp = B.namespace(X, *factors)
-    N = X.ndim
-    if N == 2:
-        factors[0] = update(0, X @ factors[1])
-        factors[1] = update(1, xp.matrix_transpose(X) @ factors[0])
-        return
-    _tree(xp, X, list(range(N)), factors, update, top=True)
-
-
-def _tree(xp: ModuleType, T: Any, modes: list[int], factors: list[Any],
-          update: Callable[[int, Any], Any], *, top: bool) -> None:
-    if len(modes) == 1:
-        n = modes[0]
-        M = xp.matrix_transpose(xp.reshape(T, (int(factors[n].shape[1]), int(factors[n].shape[0]))))
-        factors[n] = update(n, M)
-        return
-    dims = [int(d) for d in (T.shape if top else T.shape[1:])]
-    h = _best_split(dims)
-    left, right = modes[:h], modes[h:]
-    # serve the left half: contract the right half
-    if top:
-        T_left = _gemm_block(xp, T, factors, "suffix", h)
-    else:
-        T_left, _ = _contract_modes(xp, T, modes, right, factors)
-    _tree(xp, T_left, left, factors, update, top=False)
-    del T_left
-    # serve the right half: contract the (now updated) left half
-    if top:
-        T_right = _gemm_block(xp, T, factors, "prefix", h)
-    else:
-        T_right, _ = _contract_modes(xp, T, modes, left, factors)
-    _tree(xp, T_right, right, factors, update, top=False)
+    tree = DimensionTree(xp, X)
+    new = list(factors)
+    for n in range(X.ndim):
+        new[n] = update(n, tree.mttkrp(new, n))
+    return new

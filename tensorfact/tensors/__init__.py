@@ -1,7 +1,7 @@
-"""Factorised tensor data structures."""
+"""Data structures: CP and Kronecker-structured tensors (and the sparse format)."""
 
+from ..formats.sparse import SparseTensor
 from .cp import CPTensor
 from .kronecker import KroneckerTensor, SeKronTensor
-from .sparse import SparseTensor
 
-__all__ = ["KroneckerTensor", "SeKronTensor", "CPTensor", "SparseTensor"]
+__all__ = ["CPTensor", "KroneckerTensor", "SeKronTensor", "SparseTensor"]

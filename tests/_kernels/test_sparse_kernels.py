@@ -8,7 +8,7 @@ import pytest
 
 from tensorfact._kernels import sparse as K
 from tensorfact.tenalg import mttkrp
-from tensorfact.tensors.sparse import SparseTensor
+from tensorfact.formats.sparse import SparseTensor
 
 
 def _random_sparse(rng, shape, density, skew_rows=False):

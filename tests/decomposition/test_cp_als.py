@@ -301,10 +301,10 @@ def test_mixed_backends_raise():
 @pytest.mark.parametrize("mode", [0, 1, 2])
 def test_svd_init_subspace_matches_unfolding_svd(backend, mode):
     from tensorfact import _backend as B
-    from tensorfact.decomposition._operators import as_cp_operator
+    from tensorfact.formats import as_format
 
     X, _ = planted_cp((90, 70, 8), 4, noise=0.01, rng=20)  # modes 0, 1 use the sketch path
-    op = as_cp_operator(backend.asarray(X))
+    op = as_format(backend.asarray(X))
     U = B.to_numpy(op.leading_subspace(mode, 4, np.random.default_rng(0)))
     ref = np.linalg.svd(tf.unfold(X, mode), full_matrices=False)[0][:, :4]
     cosines = np.linalg.svd(U.T @ ref, compute_uv=False)
@@ -315,10 +315,10 @@ def test_svd_init_subspace_matches_unfolding_svd(backend, mode):
 def test_power_step_every_layout(shape, rng):
     import array_api_compat.numpy as xpn
 
-    from tensorfact.decomposition._operators import DenseCPOperator
+    from tensorfact.formats import DenseTensor
 
     X = rng.standard_normal(shape)
-    op = DenseCPOperator(X, xpn)
+    op = DenseTensor(X, xpn)
     for mode in range(len(shape)):
         Q = rng.standard_normal((shape[mode], 5))
         Xn = tf.unfold(X, mode)

@@ -197,7 +197,7 @@ def test_gather_fibers_bad_input(rng):
 # ----------------------------------------------------------------- CP-ALS on sparse data
 def test_mode_gram_equals_dense(rng):
     D = _sparse_dense(rng, (5, 6, 7))
-    op = SparseTensor.from_dense(D)._cp_operator()
+    op = SparseTensor.from_dense(D)
     for n in range(3):
         U = unfold(D, n)
         np.testing.assert_allclose(op.mode_gram(n), U @ U.T, rtol=1e-12, atol=1e-12)
@@ -205,7 +205,7 @@ def test_mode_gram_equals_dense(rng):
 
 def test_residual_norm_sq_exact(rng):
     D = _sparse_dense(rng, (5, 6, 7))
-    op = SparseTensor.from_dense(D)._cp_operator()
+    op = SparseTensor.from_dense(D)
     F = [rng.standard_normal((s, 3)) for s in D.shape]
     w = rng.random(3) + 0.5
     M = CPTensor(F, weights=w).to_dense()
@@ -289,7 +289,7 @@ def test_backend_construction_conversions_and_kernels(backend, rng):
     for a, a2, b in zip(got, got_np_idx, want):
         np.testing.assert_array_equal(np.asarray(a), b)
         np.testing.assert_array_equal(np.asarray(a2), b)
-    op, opn = X._cp_operator(), Xn._cp_operator()
+    op, opn = X, Xn
     assert_close(op.mode_gram(1), backend.asarray(opn.mode_gram(1)), rtol=1e-12, atol=1e-12)
     w = backend.asarray(np.array([1.0, 0.5, 2.0]))
     assert op.residual_norm_sq(w, F) == pytest.approx(

@@ -1,63 +1,72 @@
-"""What CP-ALS needs from a tensor, for dense arrays (and any other format).
-
-CP-ALS touches its data through four operations: the squared norm, an
-all-modes MTTKRP sweep, the Gram matrix of an unfolding (for SVD
-initialisation) and the exact residual norm of a CP model. A data format
-plugs into :func:`tensorfact.cp_als` by providing an object with these
-methods; ``SparseTensor`` does so through its ``_cp_operator`` method.
-"""
+"""Dense arrays (any array API namespace) as a data format."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from types import ModuleType
-from typing import Any, Protocol
+from typing import Any
+
+import numpy as np
 
 from .. import _backend as B
-from .._validation import check_tensor
+from .._validation import check_finite as _check_finite
 from ..tenalg._khatri_rao import krp_rows
-from ..tenalg._mttkrp import mttkrp_sweep
+from ..tenalg._mttkrp import DimensionTree, _mttkrp
 
-__all__ = ["CPOperator", "DenseCPOperator", "as_cp_operator"]
+__all__ = ["DenseTensor", "leading_from_gram"]
 
 #: Elements of workspace that blocked loops (Gram, residual) may allocate.
 _BLOCK_BUDGET = 1 << 22
 
 
-class CPOperator(Protocol):
-    """Interface CP-ALS needs from a data tensor."""
-
-    xp: ModuleType
-    shape: tuple[int, ...]
-    dtype: Any
-    like: Any  # an array on the tensor's device, used to place new arrays
-
-    def norm_sq(self) -> float: ...
-
-    def sweep(self, factors: list[Any], update: Callable[[int, Any], Any]) -> None: ...
-
-    def mode_gram(self, mode: int) -> Any: ...
-
-    def residual_norm_sq(self, weights: Any, factors: list[Any]) -> float: ...
+def leading_from_gram(xp: ModuleType, G: Any, k: int) -> Any:
+    """Leading ``k`` eigenvectors of a symmetric ``G``, largest first."""
+    In = int(G.shape[0])
+    _, V = xp.linalg.eigh(G)
+    return xp.flip(V[:, In - min(k, In):], axis=1)
 
 
-class DenseCPOperator:
-    """CP-ALS operations on a dense array (dimension-tree MTTKRP, blocked loops)."""
+class DenseTensor:
+    """A dense array seen through the data-format protocol.
 
-    def __init__(self, X: Any, xp: ModuleType) -> None:
+    MTTKRP uses a :class:`tensorfact.tenalg.DimensionTree` (two GEMM passes
+    over ``X`` per ALS sweep, the partial contractions kept between
+    consecutive modes); Gram matrices, the power step of the range finder and
+    the exact residual run in blocks of bounded workspace on copy-free views
+    of ``X``; sampled fibers are gathered in memory order.
+
+    Parameters
+    ----------
+    X : array
+        A floating array of any array API namespace (not copied).
+    xp : namespace, optional
+        ``X``'s namespace (looked up when omitted).
+    """
+
+    def __init__(self, X: Any, xp: ModuleType | None = None) -> None:
+        self.xp = B.namespace(X) if xp is None else xp
         self.X = X
-        self.xp = xp
         self.shape = tuple(int(s) for s in X.shape)
         self.dtype = X.dtype
         self.like = X
+        self._tree = DimensionTree(self.xp, X)
+
+    def to_dense(self) -> Any:
+        """The array itself."""
+        return self.X
+
+    def check_finite(self, name: str = "X") -> None:
+        """Raise ``ValueError`` naming ``name`` if ``X`` holds NaN or Inf."""
+        _check_finite(self.X, self.xp, name=name)
 
     def norm_sq(self) -> float:
+        """``||X||_F^2``."""
         flat = self.xp.reshape(self.X, (-1,))
         return B.to_float(self.xp.vecdot(flat, flat))
 
-    def sweep(self, factors: list[Any], update: Callable[[int, Any], Any]) -> None:
-        mttkrp_sweep(self.X, factors, update)
+    def mttkrp(self, factors: Any, mode: int, /) -> Any:
+        """MTTKRP of ``mode``, reusing the dimension-tree partial of the last call."""
+        return self._tree.mttkrp(factors, mode)
 
     def mode_gram(self, mode: int) -> Any:
         """``unfold(X, mode) @ unfold(X, mode).T`` without copying ``X``."""
@@ -79,7 +88,7 @@ class DenseCPOperator:
             G = part if G is None else G + part
         return G
 
-    def leading_subspace(self, mode: int, k: int, gen: Any) -> Any:
+    def leading_subspace(self, mode: int, k: int, rng: np.random.Generator) -> Any:
         """Leading ``k`` left singular vectors of ``unfold(X, mode)``, copy-free.
 
         Small modes (``I_mode <= 3 (k + 10)``): eigenvectors of the Gram matrix
@@ -93,14 +102,8 @@ class DenseCPOperator:
         In = s[mode]
         kk = min(In, k + 10)
         if In <= 3 * kk:
-            _, V = xp.linalg.eigh(self.mode_gram(mode))
-            return xp.flip(V[:, In - min(k, In):], axis=1)
-        from .. import _backend as B_
-        from ..tenalg._mttkrp import _mttkrp
-
-        omega = [
-            B_.random_normal(xp, (d, kk), gen, dtype=self.dtype, like=self.X) for d in s
-        ]
+            return leading_from_gram(xp, self.mode_gram(mode), k)
+        omega = [B.random_normal(xp, (d, kk), rng, dtype=self.dtype, like=self.X) for d in s]
         Y = _mttkrp(xp, self.X, omega, mode)
         Q, _ = xp.linalg.qr(Y)
         Y = self._power_step(mode, Q)
@@ -143,7 +146,7 @@ class DenseCPOperator:
             Y = part if Y is None else Y + part
         return Y
 
-    def residual_norm_sq(self, weights: Any, factors: list[Any]) -> float:
+    def residual_norm_sq(self, weights: Any, factors: Any) -> float:
         """Exact ``||X - [[weights; factors]]||^2``, reconstructed in row blocks."""
         xp = self.xp
         s = self.shape
@@ -161,11 +164,32 @@ class DenseCPOperator:
             total += B.to_float(xp.sum(diff * diff))
         return total
 
+    def sampled_fibers(self, mode: int, indices: Any) -> Any:
+        """Mode-``mode`` fibers at the sampled indices of the other modes.
 
-def as_cp_operator(X: Any, *, check_finite: bool = True, name: str = "X") -> CPOperator:
-    """Wrap ``X`` (dense array or a format with ``_cp_operator``) for CP-ALS."""
-    if hasattr(X, "_cp_operator"):
-        return X._cp_operator(check_finite=check_finite)
-    xp = B.namespace(X)
-    Xf = check_tensor(X, xp, name=name, finite=check_finite)
-    return DenseCPOperator(Xf, xp)
+        ``indices`` is a host ``(n_samples, N-1)`` integer array (the other
+        modes in increasing order); returns ``(n_samples, I_mode)``.
+        """
+        xp = self.xp
+        s = self.shape
+        L, In, Rt = math.prod(s[:mode]), s[mode], math.prod(s[mode + 1:])
+        idx = np.asarray(indices)
+        # linear index over the modes before and after ``mode``
+        lo = np.zeros(idx.shape[0], dtype=np.int64)
+        for j, m in enumerate(range(mode)):
+            lo = lo * s[m] + idx[:, j]
+        hi = np.zeros(idx.shape[0], dtype=np.int64)
+        for j, m in enumerate(range(mode + 1, len(s)), start=mode):
+            hi = hi * s[m] + idx[:, j]
+        if Rt == 1:
+            X2 = xp.reshape(self.X, (L, In))
+            return xp.take(X2, B.from_numpy(xp, lo, like=self.X, dtype=None), axis=0)
+        if L == 1:
+            X2 = xp.reshape(self.X, (In, Rt))
+            cols = xp.take(X2, B.from_numpy(xp, hi, like=self.X, dtype=None), axis=1)
+            return xp.matrix_transpose(cols)
+        base = lo * (In * Rt) + hi
+        flat_idx = (base[:, None] + np.arange(In, dtype=np.int64)[None, :] * Rt).reshape(-1)
+        flat = xp.reshape(self.X, (-1,))
+        vals = xp.take(flat, B.from_numpy(xp, flat_idx, like=self.X, dtype=None))
+        return xp.reshape(vals, (idx.shape[0], In))

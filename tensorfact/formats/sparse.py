@@ -14,7 +14,7 @@ the input is kept.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from types import ModuleType
 from typing import Any
 
@@ -22,16 +22,13 @@ import numpy as np
 
 from .. import _backend as B
 from .._kernels import sparse as K
+from . import _sparse_ops as _ops
+from ._dense import leading_from_gram
+from ._protocol import SparseRows
 
 __all__ = ["SparseTensor"]
 
 _INT64_MAX = (1 << 63) - 1
-
-
-def _is_array(x: Any) -> bool:
-    return isinstance(x, np.ndarray) or hasattr(x, "__array_namespace__") or (
-        type(x).__module__.split(".")[0] in ("torch", "cupy")
-    )
 
 
 def _check_shape(shape: Any) -> tuple[int, ...]:
@@ -124,9 +121,9 @@ class SparseTensor:
     def __init__(self, coords: Any, values: Any, shape: Sequence[int], *,
                  sum_duplicates: bool = True, check: bool = True) -> None:
         dims = _check_shape(shape)
-        if not _is_array(coords):
+        if not B.is_array(coords):
             coords = np.asarray(coords)
-        if not _is_array(values):
+        if not B.is_array(values):
             values = np.asarray(values)
         xp = B.namespace(coords, values)
         if not xp.isdtype(coords.dtype, "integral"):
@@ -460,7 +457,7 @@ class SparseTensor:
 
     def _as_index_array(self, idx: Any, name: str) -> Any:
         xp = self._xp
-        if not _is_array(idx):
+        if not B.is_array(idx):
             idx = np.asarray(idx)
         if isinstance(idx, np.ndarray) and not B.is_numpy(xp):
             if not np.issubdtype(idx.dtype, np.integer):
@@ -517,105 +514,43 @@ class SparseTensor:
             elif int(A.shape[1]) != R:
                 raise ValueError("all factors must have the same number of columns")
 
-    def _cp_operator(self, check_finite: bool = True) -> _SparseCPOperator:
-        """CP-ALS operator (see ``tensorfact.decomposition._operators.CPOperator``).
+    # ------------------------------------------------------------------ #
+    # the data-format protocol (tensorfact.formats.TensorFormat)
+    # ------------------------------------------------------------------ #
+    @property
+    def like(self) -> Any:
+        """An array on the tensor's device and in its dtype (the values)."""
+        return self._values
 
-        The values were checked for NaN/Inf at construction (unless
-        ``check=False``); ``check_finite`` re-checks them.
+    def check_finite(self, name: str = "X") -> None:
+        """Raise ``ValueError`` naming ``name`` if a stored value is NaN or Inf.
+
+        Values are checked at construction (unless ``check=False``); this
+        re-checks them.
         """
-        if check_finite and not bool(self._xp.all(self._xp.isfinite(self._values))):
-            raise ValueError("X contains NaN or Inf")
-        if self.ndim < 2:
-            raise ValueError(f"X must have at least 2 modes, got shape {self._shape}")
-        return _SparseCPOperator(self)
-
-
-class _SparseCPOperator:
-    """CP-ALS operations on a :class:`SparseTensor` (exact sparse MTTKRP)."""
-
-    def __init__(self, X: SparseTensor) -> None:
-        self.X = X
-        self.xp = X.xp
-        self.shape = X.shape
-        self.dtype = X.dtype
-        self.like = X.values
+        if not bool(self._xp.all(self._xp.isfinite(self._values))):
+            raise ValueError(f"{name} contains NaN or Inf values")
 
     def norm_sq(self) -> float:
-        return self.X._norm_sq_float64()
-
-    def sweep(self, factors: list[Any], update: Callable[[int, Any], Any]) -> None:
-        for n in range(self.X.ndim):
-            factors[n] = update(n, self.X.mttkrp(factors, n))
+        """``||X||_F^2`` accumulated in float64."""
+        return self._norm_sq_float64()
 
     def mode_gram(self, mode: int) -> Any:
         """``unfold(X, mode) @ unfold(X, mode).T`` computed sparsely (dense I_n x I_n)."""
-        X = self.X
-        xp = self.xp
-        In = X.shape[mode]
-        keys, perm = X._fiber_index(mode)
-        if B.is_numpy(xp):
-            import scipy.sparse as sps
+        return _ops.mode_gram(self, self._check_mode(mode))
 
-            # fiber number of each entry = rank of its key among distinct keys
-            new = np.empty(keys.shape[0], dtype=bool)
-            if keys.shape[0]:
-                new[0] = True
-                np.not_equal(keys[1:], keys[:-1], out=new[1:])
-            fib = np.cumsum(new) - 1
-            n_fib = int(fib[-1]) + 1 if keys.shape[0] else 0
-            U = sps.csr_array((X.values[perm], (X.coords[perm, mode], fib)),
-                              shape=(In, max(n_fib, 1)))
-            G = (U @ U.T).toarray()
-            return np.asarray(G, dtype=X.dtype)
-        # pure-xp: dense column blocks of the (compressed) unfolding
-        dev = B.device(X.values)
-        nnz = X.nnz
-        G = xp.zeros((In, In), dtype=X.dtype, device=dev)
-        if nnz == 0:
-            return G
-        diff = xp.astype(keys[1:] != keys[:-1], xp.int64)
-        fib = xp.concat([xp.zeros((1,), dtype=xp.int64, device=dev), xp.cumulative_sum(diff)])
-        n_fib = int(B.to_float(fib[-1])) + 1
-        rows = xp.take(X.coords[:, mode], perm)
-        vals = xp.take(X.values, perm)
-        step = max(1, (1 << 22) // In)
-        for f0 in range(0, n_fib, step):
-            f1 = min(n_fib, f0 + step)
-            lo = int(B.to_float(xp.searchsorted(fib, xp.asarray(f0, device=dev))))
-            hi = int(B.to_float(xp.searchsorted(fib, xp.asarray(f1, device=dev))))
-            nb = f1 - f0
-            flat = (fib[lo:hi] - f0) * In + rows[lo:hi]
-            Ub = xp.reshape(B.scatter_add(xp, nb * In, flat, vals[lo:hi]), (nb, In))
-            G = G + xp.matrix_transpose(Ub) @ Ub
-        return G
+    def leading_subspace(self, mode: int, k: int, rng: Any) -> Any:
+        """Leading ``k`` eigenvectors of :meth:`mode_gram` (``rng`` unused)."""
+        return leading_from_gram(self._xp, self.mode_gram(mode), k)
 
-    def residual_norm_sq(self, weights: Any, factors: list[Any]) -> float:
-        """Exact ``||X - [[weights; factors]]||^2`` in float64, never densifying.
+    def residual_norm_sq(self, weights: Any, factors: Any) -> float:
+        """Exact ``||X - [[weights; factors]]||^2`` in float64, never densifying."""
+        return _ops.residual_norm_sq(self, weights, list(factors))
 
-        ``||X - M||^2 = sum_k (x_k - m_k)^2 + (||M||^2 - sum_k m_k^2)`` where
-        ``k`` runs over the stored entries: the first term is accurate, the
-        second (the model's energy off the stored entries) is the only
-        difference of large numbers; ``||M||^2`` comes from the Hadamard
-        product of the factors' Gram matrices, in float64.
-        """
-        X = self.X
-        xp = self.xp
-        if B.is_numpy(xp):
-            sq_diff, sq_model = K.cp_at_nonzeros_numba(
-                X.coords, X.values, np.asarray(weights), [np.asarray(A) for A in factors])
-        else:
-            sq_diff, sq_model = K.cp_at_nonzeros_xp(xp, X.coords, X.values, weights, factors)
-        f64 = xp.float64
-        w = xp.astype(weights, f64)
-        H = None
-        for A in factors:
-            A64 = xp.astype(A, f64)
-            G = xp.matrix_transpose(A64) @ A64
-            H = G if H is None else H * G
-        model_sq = B.to_float(xp.sum(w[:, None] * H * w[None, :]))
-        if X.nnz == math.prod(X.shape):  # every entry stored: no model energy off them
-            return sq_diff
-        return max(sq_diff + max(model_sq - sq_model, 0.0), 0.0)
+    def sampled_fibers(self, mode: int, indices: Any) -> SparseRows:
+        """The sampled mode-``mode`` fibers as :class:`SparseRows` (see :meth:`gather_fibers`)."""
+        pos, col, val = self.gather_fibers(mode, indices)
+        return SparseRows(pos, col, val, self._shape[int(mode)])
 
 
 def _check_coords(xp: ModuleType, coords: Any, dims: Sequence[int], *, name: str = "coords",

@@ -1,0 +1,69 @@
+"""The data-format protocol: everything a solver may ask of a tensor.
+
+CP-ALS, SPALS and every later solver reach their data only through these
+operations, so a new storage format (a chunked Dask array, a partitioned
+sparse store on disk) plugs into every solver by implementing one class:
+
+========================  ===================================================
+``xp``, ``shape``,        array namespace, dimensions, floating dtype, and an
+``dtype``, ``like``       array on the data's device (new arrays go beside it)
+``norm_sq()``             ``||X||_F^2`` as a Python float
+``mttkrp(factors, n)``    ``unfold(X, n) @ khatri_rao(factors, skip=n)``;
+                          formats may keep partial results between
+                          consecutive modes (dense: the dimension tree)
+``mode_gram(n)``          ``unfold(X, n) @ unfold(X, n).T`` (``I_n x I_n``)
+``leading_subspace``      leading left singular vectors of ``unfold(X, n)``
+``(n, k, rng)``           (SVD initialisation)
+``residual_norm_sq``      exact ``||X - [[weights; factors]]||_F^2``
+``(weights, factors)``
+``sampled_fibers``        the mode-``n`` fibers at sampled indices of the other
+``(n, indices)``          modes: a dense ``(n_samples, I_n)`` array or
+                          :class:`SparseRows`
+``check_finite(name)``    raise ``ValueError`` naming ``name`` on NaN/Inf
+========================  ===================================================
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+from typing import Any, Protocol, runtime_checkable
+
+__all__ = ["SparseRows", "TensorFormat"]
+
+
+@runtime_checkable
+class TensorFormat(Protocol):
+    """What a solver needs from a data tensor (see the module docstring)."""
+
+    xp: ModuleType
+    shape: tuple[int, ...]
+    dtype: Any
+    like: Any
+
+    def norm_sq(self) -> float: ...
+
+    def mttkrp(self, factors: Any, mode: int, /) -> Any: ...
+
+    def mode_gram(self, mode: int) -> Any: ...
+
+    def leading_subspace(self, mode: int, k: int, rng: Any) -> Any: ...
+
+    def residual_norm_sq(self, weights: Any, factors: Any) -> float: ...
+
+    def sampled_fibers(self, mode: int, indices: Any) -> Any: ...
+
+    def check_finite(self, name: str = "X") -> None: ...
+
+
+class SparseRows:
+    """Sampled fibers in coordinate form: ``rows[row[t], col[t]] += val[t]``.
+
+    Returned by :meth:`TensorFormat.sampled_fibers` for sparse formats: ``row``
+    is the sample number, ``col`` the index along the free mode, ``val`` the
+    entry; ``n_columns`` is the size of the free mode.
+    """
+
+    __slots__ = ("row", "col", "val", "n_columns")
+
+    def __init__(self, row: Any, col: Any, val: Any, n_columns: int) -> None:
+        self.row, self.col, self.val, self.n_columns = row, col, val, int(n_columns)
