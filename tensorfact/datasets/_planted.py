@@ -11,6 +11,7 @@ import numpy as np
 from .. import _backend as B
 from .._validation import check_int_sequence, check_nonneg_float, check_positive_int
 from ..tensors.cp import CPTensor
+from ._common import add_relative_noise, output_converter
 
 __all__ = ["planted_cp"]
 
@@ -90,19 +91,7 @@ def planted_cp(
     gen = B.check_rng(rng)
     factors_np = [_collinear_factor(gen, s, R, collinearity) for s in shape]
     weights_np = 1.0 + gen.random(R)
-    T = CPTensor(factors_np, weights=weights_np).to_dense()
-    if noise > 0:
-        E = gen.standard_normal(T.shape)
-        T = T + noise * np.linalg.norm(T) / np.linalg.norm(E) * E
-    if like is not None:
-        xp = B.namespace(like)
-        dt = dtype if dtype is not None else like.dtype
-    else:
-        xp = B.namespace(np.empty(0))
-        dt = dtype if dtype is not None else np.float64
-
-    def conv(a: np.ndarray) -> Any:
-        return B.from_numpy(xp, a, like=like, dtype=dt)
-
+    T = add_relative_noise(gen, CPTensor(factors_np, weights=weights_np).to_dense(), noise)
+    _, conv = output_converter(like, dtype)
     truth = CPTensor([conv(A) for A in factors_np], weights=conv(weights_np))
     return conv(T), truth

@@ -11,8 +11,9 @@ import numpy as np
 from .. import _backend as B
 from .._kernels.sparse import cp_values_numba
 from .._validation import check_int_sequence, check_nonneg_float, check_positive_int
-from ..tensors.cp import CPTensor
 from ..formats import SparseTensor
+from ..tensors.cp import CPTensor
+from ._common import add_relative_noise, output_converter
 
 __all__ = ["planted_sparse_cp"]
 
@@ -150,20 +151,8 @@ def planted_sparse_cp(
             A = gen.standard_normal((d, R))
             factors.append(A / np.linalg.norm(A, axis=0))
         coords = _distinct_positions(gen, marg, dims, nnz)
-    vals = cp_values_numba(coords, weights, factors)
-    if noise > 0:
-        E = gen.standard_normal(vals.shape[0])
-        vals = vals + noise * np.linalg.norm(vals) / np.linalg.norm(E) * E
-    if like is not None:
-        xp = B.namespace(like)
-        dt = dtype if dtype is not None else like.dtype
-    else:
-        xp = B.namespace(np.empty(0))
-        dt = dtype if dtype is not None else np.float64
-
-    def conv(a: np.ndarray, dtype: Any = dt) -> Any:
-        return B.from_numpy(xp, a, like=like, dtype=dtype)
-
+    vals = add_relative_noise(gen, cp_values_numba(coords, weights, factors), noise)
+    xp, conv = output_converter(like, dtype)
     X = SparseTensor._trusted(xp, conv(coords, xp.int64), conv(vals), tuple(dims))
     truth = CPTensor([conv(A) for A in factors], weights=conv(weights))
     return X, truth
