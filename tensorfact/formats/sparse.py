@@ -459,7 +459,7 @@ class SparseTensor:
         xp = self._xp
         if not B.is_array(idx):
             idx = np.asarray(idx)
-        if isinstance(idx, np.ndarray) and not B.is_numpy(xp):
+        if not B.is_numpy(xp) and B.is_numpy(B.namespace(idx)):
             if not np.issubdtype(idx.dtype, np.integer):
                 raise TypeError(f"{name} must have an integer dtype, got {idx.dtype}")
             return B.from_numpy(xp, idx.astype(np.int64), like=self._values, dtype=xp.int64)
