@@ -347,7 +347,7 @@ def spd_solve(xp: ModuleType, G: Array, B: Array, *, what: str = "Gram matrix") 
     precision (reciprocal condition estimate below ``R * eps``), an
     eigendecomposition pseudo-inverse that discards eigenvalues below
     ``R * eps * max_eigenvalue`` is used and a :class:`SingularGramWarning`
-    is emitted.
+    is emitted. A non-finite ``G`` raises ``FloatingPointError``.
     """
     R = G.shape[0]
     eps = finfo_eps(xp, G.dtype)
@@ -379,6 +379,11 @@ def spd_solve(xp: ModuleType, G: Array, B: Array, *, what: str = "Gram matrix") 
                 return xp.linalg.solve(G, B)
         except Exception:
             pass
+    if not bool(xp.all(xp.isfinite(G))):
+        raise FloatingPointError(
+            f"{what} contains NaN or Inf: the iterate has become non-finite (the problem may "
+            "be ill-posed: try a lower rank or regularisation)"
+        )
     warnings.warn(
         f"{what} is singular to working precision; solving with a pseudo-inverse "
         "(components may be collinear or the rank too large)",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -37,12 +38,17 @@ class SampledLstsqResult:
         The rows used, their counts, probabilities and weights.
     method : str
         ``"gram"`` or ``"qr"``.
+    rel_error : float
+        ``sqrt(residual_sq / sum_j w_j ||Y_j||^2)``: the importance-weighted
+        estimate of ``||K B^T - Y||_F / ||Y||_F`` (0 when the sampled rows
+        are all zero).
     """
 
     coef: Any
     residual_sq: float
     sample: KRPSample
     method: str
+    rel_error: float
 
 
 def sampled_krp_lstsq(
@@ -174,7 +180,10 @@ def sampled_krp_lstsq(
     rows = _as_rows(xp, rows, factors[0], n_columns, sample.n_rows, check_finite)
     grams = [xp.matrix_transpose(A) @ A for A in factors] if method == "gram" else None
     coef, resid = solve_sampled(xp, factors, sample, rows, method, grams=grams)
-    return SampledLstsqResult(coef, resid, sample, method)
+    w = B.from_numpy(xp, sample.weights, like=factors[0], dtype=dt)
+    yy = _weighted_sq_norm(xp, w, rows)
+    rel = math.sqrt(resid / yy) if yy > 0 else 0.0
+    return SampledLstsqResult(coef, resid, sample, method, rel)
 
 
 def _as_rows(xp: ModuleType, rows: Any, like: Any, n_columns: int | None, n_rows: int,
