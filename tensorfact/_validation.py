@@ -21,6 +21,9 @@ __all__ = [
     "check_nonneg_float",
     "check_finite",
     "check_int_sequence",
+    "check_shape",
+    "check_array_sequence",
+    "check_factor_dtypes",
 ]
 
 
@@ -126,3 +129,50 @@ def check_int_sequence(value: Any, name: str, *, length: int | None = None,
     if length is not None and len(out) != length:
         raise ValueError(f"{name} must have length {length}, got {len(out)} ({value!r})")
     return tuple(out)
+
+
+def check_shape(value: Any, name: str = "shape", *, min_ndim: int = 1) -> tuple[int, ...]:
+    """Return ``value`` as a tuple of positive ints with at least ``min_ndim`` entries."""
+    dims = check_int_sequence(value, name)
+    if len(dims) < min_ndim:
+        raise ValueError(f"{name} must have at least {min_ndim} modes, got {dims}")
+    return dims
+
+
+def check_array_sequence(value: Any, name: str, *, what: str = "arrays") -> tuple[Any, ...]:
+    """Return ``value`` as a non-empty tuple (``what`` describes the items in messages).
+
+    Raises
+    ------
+    TypeError
+        ``value`` is not iterable.
+    ValueError
+        ``value`` is empty.
+    """
+    try:
+        seq = tuple(value)
+    except TypeError as exc:
+        raise TypeError(f"{name} must be a sequence of {what}, got {type(value).__name__}") from exc
+    if len(seq) == 0:
+        raise ValueError(f"{name} must contain at least one array")
+    return seq
+
+
+def check_factor_dtypes(factors: Any, xp: ModuleType, *, name: str = "factors") -> Any:
+    """Return the dtype shared by all ``factors``, which must be real floating.
+
+    Raises
+    ------
+    TypeError
+        A factor with a non-floating dtype, or a dtype other than ``factors[0]``'s;
+        the message names the first such factor.
+    """
+    dt = factors[0].dtype
+    for i, A in enumerate(factors):
+        if not xp.isdtype(A.dtype, "real floating"):
+            raise TypeError(f"{name}[{i}] has dtype {A.dtype}; expected real floating")
+        if A.dtype != dt:
+            raise TypeError(
+                f"{name}[{i}] has dtype {A.dtype} but {name}[0] has {dt}; use one dtype"
+            )
+    return dt

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from .. import _backend as B
-from .._validation import check_int_sequence, check_nonneg_float, check_positive_int
+from .._validation import check_nonneg_float, check_positive_int, check_shape
 from ..tensors.cp import CPTensor
 from ._common import add_relative_noise, output_converter
 
@@ -80,9 +80,7 @@ def planted_cp(
     >>> X.shape, truth.rank
     ((4, 5, 6), 2)
     """
-    shape = check_int_sequence(shape, "shape")
-    if len(shape) < 2:
-        raise ValueError(f"shape must have at least 2 modes, got {shape}")
+    shape = check_shape(shape, min_ndim=2)
     R = check_positive_int(rank, "rank")
     noise = check_nonneg_float(noise, "noise")
     collinearity = check_nonneg_float(collinearity, "collinearity")

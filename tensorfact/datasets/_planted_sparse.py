@@ -10,7 +10,7 @@ import numpy as np
 
 from .. import _backend as B
 from .._kernels.sparse import cp_values_numba
-from .._validation import check_int_sequence, check_nonneg_float, check_positive_int
+from .._validation import check_nonneg_float, check_positive_int, check_shape
 from ..formats import SparseTensor
 from ..tensors.cp import CPTensor
 from ._common import add_relative_noise, output_converter
@@ -113,9 +113,7 @@ def planted_sparse_cp(
     >>> bool(np.allclose(Y.to_dense(), plant.to_dense()))
     True
     """
-    dims = check_int_sequence(shape, "shape")
-    if len(dims) < 2:
-        raise ValueError(f"shape must have at least 2 modes, got {dims}")
+    dims = check_shape(shape, min_ndim=2)
     R = check_positive_int(rank, "rank")
     nnz = check_positive_int(nnz, "nnz")
     noise = check_nonneg_float(noise, "noise")

@@ -9,13 +9,15 @@ from typing import Any
 import numpy as np
 
 from .. import _backend as B
+from .._validation import check_array_sequence, check_factor_dtypes
 from ..tenalg._khatri_rao import khatri_rao
 from ..tenalg._mttkrp import _mttkrp
+from ._frozen import Frozen
 
 __all__ = ["CPTensor"]
 
 
-class CPTensor:
+class CPTensor(Frozen):
     """``sum_r weights[r] * factors[0][:, r] ∘ ... ∘ factors[N-1][:, r]``.
 
     Frozen and validated on construction; unpacks as ``(weights, factors)``
@@ -61,14 +63,7 @@ class CPTensor:
             weights, factors = factors
         if isinstance(factors, CPTensor):
             weights, factors = factors.weights, factors.factors
-        try:
-            facs = tuple(factors)
-        except TypeError as exc:
-            raise TypeError(
-                f"factors must be a sequence of 2-D arrays, got {type(factors).__name__}"
-            ) from exc
-        if len(facs) == 0:
-            raise ValueError("factors must contain at least one matrix")
+        facs = check_array_sequence(factors, "factors", what="2-D arrays")
         for i, A in enumerate(facs):
             if not hasattr(A, "ndim") or A.ndim != 2:
                 raise ValueError(
@@ -77,7 +72,6 @@ class CPTensor:
                 )
         xp = B.namespace(*facs, weights)
         R = int(facs[0].shape[1])
-        dt = facs[0].dtype
         for i, A in enumerate(facs):
             if int(A.shape[1]) != R:
                 raise ValueError(
@@ -86,12 +80,7 @@ class CPTensor:
                 )
             if int(A.shape[0]) == 0:
                 raise ValueError(f"factors[{i}] has no rows")
-            if not xp.isdtype(A.dtype, "real floating"):
-                raise TypeError(f"factors[{i}] has dtype {A.dtype}; expected real floating")
-            if A.dtype != dt:
-                raise TypeError(
-                    f"factors[{i}] has dtype {A.dtype} but factors[0] has {dt}; use one dtype"
-                )
+        dt = check_factor_dtypes(facs, xp)
         if weights is None:
             weights = xp.ones((R,), dtype=dt, device=B.device(facs[0]))
         else:
@@ -101,17 +90,9 @@ class CPTensor:
                 raise ValueError(f"weights must have shape ({R},), got {tuple(weights.shape)}")
             if weights.dtype != dt:
                 weights = xp.astype(weights, dt)
-        object.__setattr__(self, "_weights", weights)
-        object.__setattr__(self, "_factors", facs)
-        object.__setattr__(self, "_xp", xp)
+        self._set_fields(_weights=weights, _factors=facs, _xp=xp)
 
     # ------------------------------------------------------------------ basics
-    def __setattr__(self, name: str, value: Any) -> None:
-        raise AttributeError("CPTensor is immutable")
-
-    def __delattr__(self, name: str) -> None:
-        raise AttributeError("CPTensor is immutable")
-
     @property
     def weights(self) -> Any:
         """(R,) array of component weights."""

@@ -7,12 +7,57 @@ from collections.abc import Sequence
 from typing import Any
 
 from .. import _backend as B
+from .._validation import check_array_sequence, check_factor_dtypes
 from ..tenalg._kron import _kron2, _kron_matmul, group_modes, ungroup_modes
+from ._frozen import Frozen
 
 __all__ = ["KroneckerTensor", "SeKronTensor"]
 
 
-class KroneckerTensor:
+class _KroneckerFamily(Frozen):
+    """What a sum of Kronecker products derives from its factor shapes."""
+
+    __slots__ = ()
+    _factors: tuple[Any, ...]
+
+    @property
+    def factor_shapes(self) -> tuple[tuple[int, ...], ...]:
+        """Shapes of the S factors of one term (without the rank axes)."""
+        raise NotImplementedError
+
+    @property
+    def n_params(self) -> int:
+        """Number of stored parameters."""
+        raise NotImplementedError
+
+    @property
+    def n_factors(self) -> int:
+        """Number of factors S in each Kronecker term."""
+        return len(self._factors)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """Shape of the represented tensor: the elementwise product of the factor shapes."""
+        shp = self.factor_shapes
+        return tuple(math.prod(sh[n] for sh in shp) for n in range(len(shp[0])))
+
+    @property
+    def ndim(self) -> int:
+        """Number of modes N of the represented tensor (and of every factor)."""
+        return len(self.factor_shapes[0])
+
+    @property
+    def dtype(self) -> Any:
+        """Floating dtype of the factors."""
+        return self._factors[0].dtype
+
+    @property
+    def compression_ratio(self) -> float:
+        """``prod(shape) / n_params``: dense entries per stored parameter."""
+        return math.prod(self.shape) / self.n_params
+
+
+class KroneckerTensor(_KroneckerFamily):
     """``W = sum_{r<R} A_r^(0) ⊗ A_r^(1) ⊗ ... ⊗ A_r^(S-1)`` of N-way factors.
 
     ``⊗`` is the N-way Kronecker product of GKPD: with ``a``, ``b`` the
@@ -73,14 +118,7 @@ class KroneckerTensor:
                 "factors must be a sequence of arrays of shape (rank, *factor_shape), "
                 "got a single array; wrap it in a list"
             )
-        try:
-            facs = tuple(factors)
-        except TypeError as exc:
-            raise TypeError(
-                f"factors must be a sequence of arrays, got {type(factors).__name__}"
-            ) from exc
-        if len(facs) == 0:
-            raise ValueError("factors must contain at least one array")
+        facs = check_array_sequence(factors, "factors")
         for s, F in enumerate(facs):
             if not hasattr(F, "shape") or not hasattr(F, "dtype"):
                 raise TypeError(f"factors[{s}] must be an array, got {type(F).__name__}")
@@ -92,7 +130,6 @@ class KroneckerTensor:
         xp = B.namespace(*facs)
         R = int(facs[0].shape[0])
         N = facs[0].ndim - 1
-        dt = facs[0].dtype
         for s, F in enumerate(facs):
             if F.ndim - 1 != N:
                 raise ValueError(
@@ -105,22 +142,10 @@ class KroneckerTensor:
                 )
             if any(int(d) == 0 for d in F.shape):
                 raise ValueError(f"factors[{s}] has an empty axis: shape {tuple(F.shape)}")
-            if not xp.isdtype(F.dtype, "real floating"):
-                raise TypeError(f"factors[{s}] has dtype {F.dtype}; expected real floating")
-            if F.dtype != dt:
-                raise TypeError(
-                    f"factors[{s}] has dtype {F.dtype} but factors[0] has {dt}; use one dtype"
-                )
-        object.__setattr__(self, "_factors", facs)
-        object.__setattr__(self, "_xp", xp)
+        check_factor_dtypes(facs, xp)
+        self._set_fields(_factors=facs, _xp=xp)
 
     # ------------------------------------------------------------------ basics
-    def __setattr__(self, name: str, value: Any) -> None:
-        raise AttributeError("KroneckerTensor is immutable")
-
-    def __delattr__(self, name: str) -> None:
-        raise AttributeError("KroneckerTensor is immutable")
-
     @property
     def factors(self) -> tuple[Any, ...]:
         """Tuple of the S factor arrays, ``factors[s]`` of shape ``(R, *factor_shapes[s])``."""
@@ -132,40 +157,14 @@ class KroneckerTensor:
         return int(self._factors[0].shape[0])
 
     @property
-    def n_factors(self) -> int:
-        """Number of factors S in each Kronecker term."""
-        return len(self._factors)
-
-    @property
     def factor_shapes(self) -> tuple[tuple[int, ...], ...]:
         """Shapes of the S factors of one term (without the rank axis)."""
         return tuple(tuple(int(d) for d in F.shape[1:]) for F in self._factors)
 
     @property
-    def shape(self) -> tuple[int, ...]:
-        """Shape of the represented tensor: the elementwise product of the factor shapes."""
-        shp = self.factor_shapes
-        return tuple(math.prod(sh[n] for sh in shp) for n in range(len(shp[0])))
-
-    @property
-    def ndim(self) -> int:
-        """Number of modes N of the represented tensor (and of every factor)."""
-        return self._factors[0].ndim - 1
-
-    @property
-    def dtype(self) -> Any:
-        """Floating dtype of the factors."""
-        return self._factors[0].dtype
-
-    @property
     def n_params(self) -> int:
         """Number of stored parameters, ``R * sum_s prod(factor_shapes[s])``."""
         return self.rank * sum(math.prod(sh) for sh in self.factor_shapes)
-
-    @property
-    def compression_ratio(self) -> float:
-        """``prod(shape) / n_params``: dense entries per stored parameter."""
-        return math.prod(self.shape) / self.n_params
 
     def __repr__(self) -> str:
         return (
@@ -278,7 +277,7 @@ class KroneckerTensor:
         return _kron_matmul(xp, x, facs)
 
 
-class SeKronTensor:
+class SeKronTensor(_KroneckerFamily):
     """A sequence of Kronecker products (SeKron), nested over the ranks.
 
     ``W = sum_{r0} A0[r0] ⊗ sum_{r1} A1[r0, r1] ⊗ ... ⊗ sum_{r_{S-2}}
@@ -330,7 +329,6 @@ class SeKronTensor:
                 raise TypeError(f"factors[{s}] must be an array, got {type(F).__name__}")
         xp = B.namespace(*facs)
         N = None
-        dt = facs[0].dtype
         for s, F in enumerate(facs):
             lead = rk[: min(s, S - 2) + 1]
             if tuple(int(d) for d in F.shape[: len(lead)]) != lead:
@@ -344,14 +342,8 @@ class SeKronTensor:
                 N = n
             elif n != N:
                 raise ValueError(f"factors[{s}] has {n} factor modes, factors[0] has {N}")
-            if not xp.isdtype(F.dtype, "real floating") or F.dtype != dt:
-                raise TypeError(f"factors[{s}] has dtype {F.dtype}; expected real floating {dt}")
-        object.__setattr__(self, "_factors", facs)
-        object.__setattr__(self, "_ranks", rk)
-        object.__setattr__(self, "_xp", xp)
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        raise AttributeError("SeKronTensor is immutable")
+        check_factor_dtypes(facs, xp)
+        self._set_fields(_factors=facs, _ranks=rk, _xp=xp)
 
     @property
     def factors(self) -> tuple[Any, ...]:
@@ -364,11 +356,6 @@ class SeKronTensor:
         return self._ranks
 
     @property
-    def n_factors(self) -> int:
-        """Number of factors S."""
-        return len(self._factors)
-
-    @property
     def factor_shapes(self) -> tuple[tuple[int, ...], ...]:
         """Shapes of the S factors (without rank axes)."""
         S = len(self._factors)
@@ -377,30 +364,9 @@ class SeKronTensor:
         )
 
     @property
-    def shape(self) -> tuple[int, ...]:
-        """Shape of the represented tensor."""
-        shp = self.factor_shapes
-        return tuple(math.prod(sh[n] for sh in shp) for n in range(len(shp[0])))
-
-    @property
-    def ndim(self) -> int:
-        """Number of modes."""
-        return len(self.factor_shapes[0])
-
-    @property
-    def dtype(self) -> Any:
-        """Floating dtype of the factors."""
-        return self._factors[0].dtype
-
-    @property
     def n_params(self) -> int:
         """Stored parameters of the nested form (each factor counted once)."""
         return sum(math.prod(tuple(F.shape)) for F in self._factors)
-
-    @property
-    def compression_ratio(self) -> float:
-        """``prod(shape) / n_params``."""
-        return math.prod(self.shape) / self.n_params
 
     def __repr__(self) -> str:
         return (
