@@ -9,41 +9,46 @@ from typing import Any
 __all__ = ["format_table", "plot_results", "print_report", "summary_ratios"]
 
 
+def _md_table(header: list[str], body: list[list[str]]) -> list[str]:
+    """Lines of a markdown table."""
+    return (["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+            + ["| " + " | ".join(cells) + " |" for cells in body])
+
+
+def _ms(seconds: float) -> str:
+    return f"{1e3 * seconds:.1f}"
+
+
 def format_table(rows: list[dict[str, Any]]) -> str:
     """Paper-style markdown tables (dense, sparse, scaling) of the result rows."""
-    lines = []
+    lines: list[str] = []
     dense = [r for r in rows if r["experiment"] == "dense"]
     if dense:
         n = dense[0]["n"]
-        lines.append(f"Dense {n}x{n}x{n} tensors")
-        lines.append("| method | sigma | time/iter (ms) | speedup vs ALS | rel. error |")
-        lines.append("|---|---|---|---|---|")
+        body = []
         for r in dense:
             als = next(a for a in dense
                        if a["sigma"] == r["sigma"] and a["method"].startswith("ALS"))
-            sp = als["time_per_iter"] / r["time_per_iter"]
-            lines.append(f"| {r['method']} | {r['sigma']:g} | {1e3 * r['time_per_iter']:.1f} | "
-                         f"{sp:.1f}x | {r['rel_error']:.4f} |")
+            body.append([r["method"], f"{r['sigma']:g}", _ms(r["time_per_iter"]),
+                         f"{als['time_per_iter'] / r['time_per_iter']:.1f}x",
+                         f"{r['rel_error']:.4f}"])
+        lines += [f"Dense {n}x{n}x{n} tensors",
+                  *_md_table(["method", "sigma", "time/iter (ms)", "speedup vs ALS",
+                              "rel. error"], body)]
     sparse = [r for r in rows if r["experiment"] == "sparse"]
     if sparse:
-        lines.append("")
-        lines.append("| sparse method | time/iter (ms) | speedup vs sparse ALS | rel. error "
-                     "| fit |")
-        lines.append("|---|---|---|---|---|")
-        als = sparse[0]
-        for r in sparse:
-            sp = als["time_per_iter"] / r["time_per_iter"]
-            lines.append(f"| {r['method']} | {1e3 * r['time_per_iter']:.1f} | {sp:.2f}x | "
-                         f"{r['rel_error']:.4f} | {1 - r['rel_error']:.4f} |")
+        t_als = sparse[0]["time_per_iter"]
+        body = [[r["method"], _ms(r["time_per_iter"]), f"{t_als / r['time_per_iter']:.2f}x",
+                 f"{r['rel_error']:.4f}", f"{1 - r['rel_error']:.4f}"] for r in sparse]
+        lines += ["", *_md_table(["sparse method", "time/iter (ms)", "speedup vs sparse ALS",
+                                  "rel. error", "fit"], body)]
     scaling = [r for r in rows if r["experiment"] == "scaling"]
     if scaling:
-        lines.append("")
-        lines.append("| n | dtype | ALS time/iter (ms) | SPALS time/iter (ms) | speedup |")
-        lines.append("|---|---|---|---|---|")
-        for r in scaling:
-            lines.append(f"| {r['n']} | {r['dtype']} | {1e3 * r['als_time_per_iter']:.1f} | "
-                         f"{1e3 * r['spals_time_per_iter']:.1f} | "
-                         f"{r['als_time_per_iter'] / r['spals_time_per_iter']:.1f}x |")
+        body = [[str(r["n"]), r["dtype"], _ms(r["als_time_per_iter"]),
+                 _ms(r["spals_time_per_iter"]),
+                 f"{r['als_time_per_iter'] / r['spals_time_per_iter']:.1f}x"] for r in scaling]
+        lines += ["", *_md_table(["n", "dtype", "ALS time/iter (ms)", "SPALS time/iter (ms)",
+                                  "speedup"], body)]
     return "\n".join(lines)
 
 
@@ -112,11 +117,7 @@ def plot_results(rows: list[dict[str, Any]], out: Path, scale: str) -> list[str]
         ax.set_ylabel("relative error")
         ax.set_title(title, fontsize=9)
         ax.legend(fontsize=6)
-    fig.tight_layout()
-    p = out / f"spals_error_vs_time_{scale}.png"
-    fig.savefig(p, dpi=110)
-    plt.close(fig)
-    files.append(p.name)
+    files.append(_save(plt, fig, out / f"spals_error_vs_time_{scale}.png"))
     scaling = [r for r in rows if r["experiment"] == "scaling"]
     if scaling:
         fig, ax = plt.subplots(figsize=(4.8, 3.6))
@@ -132,12 +133,16 @@ def plot_results(rows: list[dict[str, Any]], out: Path, scale: str) -> list[str]
         ax.set_xlabel("n (tensor n x n x n)")
         ax.set_ylabel("time per iteration (s)")
         ax.legend(fontsize=7)
-        fig.tight_layout()
-        p = out / f"spals_scaling_{scale}.png"
-        fig.savefig(p, dpi=110)
-        plt.close(fig)
-        files.append(p.name)
+        files.append(_save(plt, fig, out / f"spals_scaling_{scale}.png"))
     return files
+
+
+def _save(plt: Any, fig: Any, path: Path) -> str:
+    """Lay out, write and close ``fig``; return the file name."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path.name
 
 
 def print_report(result: dict[str, Any], out_dir: Path) -> None:
