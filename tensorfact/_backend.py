@@ -6,7 +6,7 @@ here take ``xp`` explicitly.
 
 Native fast paths:
 
-* NumPy: SciPy/LAPACK (Cholesky, Schur), ``numpy.einsum`` with a
+* NumPy: SciPy/LAPACK (Cholesky, Schur, ``expm``), ``numpy.einsum`` with a
   contraction path, ``numpy.add.at``/``bincount`` for scatter-add.
 * CuPy: ``cupy``/``cupyx`` equivalents.
 * torch: ``torch.einsum``, ``torch.linalg.cholesky_ex``, ``index_add_``.
@@ -47,6 +47,7 @@ __all__ = [
     "spd_solve",
     "spd_solve_right",
     "schur",
+    "expm",
     "check_rng",
     "random_normal",
     "to_float",
@@ -417,6 +418,37 @@ def schur(xp: ModuleType, A: Array) -> tuple[Array, Array]:
     An = to_numpy(A)
     T, Z = sla.schur(An, output="real")
     return from_numpy(xp, T, like=A), from_numpy(xp, Z, like=A)
+
+
+def expm(xp: ModuleType, A: Array, *, skew: bool = False) -> Array:
+    """Matrix exponential of a square matrix.
+
+    SciPy for NumPy, ``torch.linalg.matrix_exp`` for torch, a host round trip
+    (small matrices only) otherwise. ``skew=True`` declares ``A`` real
+    skew-symmetric (not checked): the exponential is then taken from the
+    eigendecomposition of the Hermitian ``1j * A = W diag(w) W^H``,
+    ``expm(A) = Re(W diag(exp(-1j w)) W^H)``, which is orthogonal to working
+    precision (a Pade approximant is not exactly).
+    """
+    if skew:
+        if is_numpy(xp):
+            w, W = np.linalg.eigh(1j * A)
+            return np.real((W * np.exp(-1j * w)[None, :]) @ W.conj().T)
+        if is_torch(xp):
+            import torch
+
+            w, W = torch.linalg.eigh(1j * A)
+            return torch.real((W * torch.exp(-1j * w)[None, :]) @ W.mH)
+        return from_numpy(xp, expm(np, to_numpy(A), skew=True), like=A)
+    import scipy.linalg as sla
+
+    if is_numpy(xp):
+        return sla.expm(A)
+    if is_torch(xp):
+        import torch
+
+        return torch.linalg.matrix_exp(A)
+    return from_numpy(xp, sla.expm(to_numpy(A)), like=A)
 
 
 # --------------------------------------------------------------------------- #
