@@ -18,18 +18,18 @@ ROOT = Path(__file__).resolve().parents[1] / "tensorfact"
 LAYERS: dict[str, int] = {
     "_backend": 0,
     "_validation": 0,
+    "_kernels": 0,
     "tenalg": 1,
-    "_kernels": 2,
-    "formats": 3,
-    "tensors": 4,
-    "datasets": 5,
-    "decomposition": 6,
-    "nn": 7,
-    "reproduce": 8,
-    "cli": 9,
-    "__init__": 9,
-    "__main__": 9,
-    "_testing": 9,
+    "formats": 2,
+    "tensors": 3,
+    "datasets": 4,
+    "decomposition": 5,
+    "nn": 6,
+    "reproduce": 7,
+    "cli": 8,
+    "__init__": 8,
+    "__main__": 8,
+    "_testing": 8,
 }
 
 #: subpackages written for one array library by design (PyTorch modules), and
@@ -147,7 +147,7 @@ def _inspects_array_library(tree: ast.AST) -> list[int]:
         if isinstance(node, ast.Import | ast.ImportFrom):
             names = ([a.name for a in node.names] if isinstance(node, ast.Import)
                      else [node.module or ""])
-            if any(n.split(".")[0] in ("torch", "cupy", "dask") for n in names):
+            if any(n.split(".")[0] in ("torch", "cupy") for n in names):
                 lines.append(node.lineno)
     return lines
 

@@ -212,11 +212,17 @@ def mttkrp_numba(rowptr: np.ndarray, others: np.ndarray, vals: np.ndarray,
     return out.astype(dtype, copy=False)
 
 
+def _row_products(xp: ModuleType, factors: list[Any], rows: list[Any]) -> Any:
+    """``factors[0][rows[0]] * factors[1][rows[1]] * ...`` (rows of a Khatri-Rao product)."""
+    out = xp.take(factors[0], rows[0], axis=0)
+    for A, i in zip(factors[1:], rows[1:]):
+        out = out * xp.take(A, i, axis=0)
+    return out
+
+
 def mttkrp_xp(xp: ModuleType, coords: Any, values: Any, factors: list[Any], mode: int,
               n_rows: int) -> Any:
-    """Sparse MTTKRP in any array namespace (blocked ``krp_rows`` + ``scatter_add``)."""
-    from ..tenalg._khatri_rao import krp_rows
-
+    """Sparse MTTKRP in any array namespace (blocked row products + ``scatter_add``)."""
     N = int(coords.shape[1])
     R = int(factors[0].shape[1])
     nnz = int(values.shape[0])
@@ -227,7 +233,7 @@ def mttkrp_xp(xp: ModuleType, coords: Any, values: Any, factors: list[Any], mode
     for s in range(0, nnz, step):
         e = min(nnz, s + step)
         c = coords[s:e, :]
-        K = krp_rows([factors[m] for m in others], xp.stack([c[:, m] for m in others], axis=1))
+        K = _row_products(xp, [factors[m] for m in others], [c[:, m] for m in others])
         K = K * xp.astype(values[s:e], dtype)[:, None]
         out = out + B.scatter_add(xp, n_rows, c[:, mode], K)
     return out
@@ -394,8 +400,6 @@ def cp_at_nonzeros_numba(coords: np.ndarray, values: np.ndarray, weights: np.nda
 def cp_at_nonzeros_xp(xp: ModuleType, coords: Any, values: Any, weights: Any,
                       factors: list[Any]) -> tuple[float, float]:
     """Pure array-API twin of :func:`cp_at_nonzeros_numba` (float64 where available)."""
-    from ..tenalg._khatri_rao import krp_rows
-
     nnz = int(values.shape[0])
     R = int(factors[0].shape[1])
     f64 = xp.float64
@@ -406,7 +410,7 @@ def cp_at_nonzeros_xp(xp: ModuleType, coords: Any, values: Any, weights: Any,
     sq_model = 0.0
     for s in range(0, nnz, step):
         e = min(nnz, s + step)
-        m = krp_rows(facs, coords[s:e, :]) @ w
+        m = _row_products(xp, facs, [coords[s:e, j] for j in range(len(facs))]) @ w
         d = xp.astype(values[s:e], f64) - m
         sq_diff += B.to_float(xp.sum(d * d))
         sq_model += B.to_float(xp.sum(m * m))

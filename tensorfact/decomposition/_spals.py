@@ -13,8 +13,7 @@ import numpy as np
 from .. import _backend as B
 from .._validation import check_nonneg_float, check_positive_int, check_rank
 from ..formats import TensorFormat, as_format
-from ..tenalg._leverage import _leverage, leverage_from_gram
-from ..tenalg._sampling import _check_threshold, draw_krp_sample
+from ..tenalg._sampling import _check_threshold, krp_sampler
 from ..tensors.cp import CPTensor
 from ._cp_als import initial_factors, unit_columns, zero_result
 from ._monitor import IterationMonitor, check_callback
@@ -55,6 +54,7 @@ def spals(
     n_samples: str | int = "auto",
     alpha: float = 0.5,
     method: str = "qr",
+    sampler: str = "product",
     deterministic_threshold: float | None = None,
     init: str | CPTensor = "random",
     max_iter: int = 50,
@@ -96,9 +96,15 @@ def spals(
         ``"qr"``: sampled weighted least squares (CP-ARLS-LEV; exact on
         noise-free low-rank data). ``"gram"``: exact Gram with a sampled
         right-hand side (the SPALS estimator).
+    sampler : {"product", "exact"}
+        ``"product"``: rows drawn from the product of the factors' leverage
+        scores (the SPALS bound). ``"exact"``: the exact leverage scores of
+        the Khatri-Rao product, drawn without forming it (Bharadwaj et al.,
+        2023; see :func:`tensorfact.sample_krp_rows`).
     deterministic_threshold : float, optional
         Include Khatri-Rao rows whose sampling probability is at least this
-        value deterministically (hybrid sampling); ``None`` disables it.
+        value deterministically (hybrid sampling, ``sampler="product"``
+        only); ``None`` disables it.
     init : {"random", "svd"} or CPTensor
         Initial factors, as for :func:`tensorfact.cp_als`. The default is
         ``"random"`` because the SVD initialisation reads the whole tensor
@@ -172,6 +178,11 @@ def spals(
     if method not in ("qr", "gram"):
         raise ValueError(f"method must be 'qr' or 'gram', got {method!r}")
     tau = _check_threshold(deterministic_threshold)
+    if sampler not in ("product", "exact"):
+        raise ValueError(f"sampler must be 'product' or 'exact', got {sampler!r}")
+    if sampler == "exact" and tau is not None:
+        raise ValueError("deterministic_threshold is not available with sampler='exact'; "
+                         "pass None")
     max_iter = check_positive_int(max_iter, "max_iter")
     tol = check_nonneg_float(tol, "tol")
     if exact_fit_every is not None:
@@ -184,22 +195,23 @@ def spals(
     if normX2 == 0.0:
         return zero_result(data, R)
     factors = initial_factors(data, R, init, gen)
-    return _sampled_als(data, factors, normX2, counts, gen, method=method, tau=tau,
+    return _sampled_als(data, factors, normX2, counts, gen, method=method, sampler=sampler,
+                        tau=tau,
                         max_iter=max_iter, tol=tol, exact_fit_every=exact_fit_every,
                         callback=callback, verbose=verbose)
 
 
 def _sampled_als(data: TensorFormat, init_factors: list[Any], normX2: float, counts: list[int],
-                 gen: np.random.Generator, *, method: str, tau: float | None, max_iter: int,
+                 gen: np.random.Generator, *, method: str, sampler: str, tau: float | None,
+                 max_iter: int,
                  tol: float, exact_fit_every: int | None, callback: Callback | None,
                  verbose: bool) -> CPALSResult:
     xp = data.xp
     N = len(data.shape)
     R = int(init_factors[0].shape[1])
-    eps = B.finfo_eps(xp, data.dtype)
     factors = [unit_columns(xp, A)[0] for A in init_factors]
     grams = [xp.matrix_transpose(A) @ A for A in factors]
-    scores = [B.to_numpy(_leverage(xp, A, max(A.shape) * eps)) for A in factors]
+    rows_sampler = krp_sampler(sampler, factors, tau=tau)
     weights = xp.ones((R,), dtype=data.dtype, device=B.device(data.like))
     monitor = IterationMonitor("spals", max_iter=max_iter, tol=tol, callback=callback,
                                verbose=verbose, logger=logger,
@@ -209,7 +221,7 @@ def _sampled_als(data: TensorFormat, init_factors: list[Any], normX2: float, cou
             resid = 0.0
             for n in range(N):
                 others = [m for m in range(N) if m != n]
-                sample = draw_krp_sample([scores[m] for m in others], counts[n], gen, tau)
+                sample = rows_sampler.sample(others, counts[n], gen, tau)
                 rows = data.sampled_fibers(n, sample.indices)
                 coef, resid = solve_sampled(xp, [factors[m] for m in others], sample, rows,
                                             method, grams=[grams[m] for m in others])
@@ -219,10 +231,7 @@ def _sampled_als(data: TensorFormat, init_factors: list[Any], normX2: float, cou
                 # and the iteration cannot collapse to the zero model.
                 factors[n] = xp.where((lam > 0)[None, :], A, factors[n])
                 grams[n] = xp.matrix_transpose(factors[n]) @ factors[n]
-                lev = leverage_from_gram(xp, factors[n], grams[n])
-                if lev is None:
-                    lev = _leverage(xp, factors[n], max(factors[n].shape) * eps)
-                scores[n] = B.to_numpy(lev)
+                rows_sampler.update(n, factors[n], grams[n])
                 weights = lam
             if exact_fit_every is not None and (it % exact_fit_every == 0 or it == max_iter):
                 resid = data.residual_norm_sq(weights, factors)

@@ -19,9 +19,9 @@ import numpy as np
 
 from .. import _backend as B
 from ._khatri_rao import _check_factors
-from ._leverage import _leverage
+from ._leverage import _leverage, leverage_from_gram
 
-__all__ = ["KRPSample", "sample_krp_rows"]
+__all__ = ["KRPSample", "ProductKRPSampler", "krp_sampler", "sample_krp_rows"]
 
 _MAX_LINEAR = 2**62
 
@@ -86,8 +86,9 @@ def sample_krp_rows(
     rng: None | int | np.random.Generator = None,
     scores: Sequence[Any] | None = None,
     deterministic_threshold: float | None = None,
+    sampler: str = "product",
 ) -> KRPSample:
-    """Draw rows of ``A_0 ⊙ ... ⊙ A_{k-1}`` by (bounded) leverage scores.
+    """Draw rows of ``A_0 ⊙ ... ⊙ A_{k-1}`` by (bounded or exact) leverage scores.
 
     Row ``(i_0, ..., i_{k-1})`` is drawn with probability
     ``prod_m p_m(i_m)``, ``p_m = l_m / sum(l_m)`` with ``l_m`` the leverage
@@ -119,6 +120,13 @@ def sample_krp_rows(
     deterministic_threshold : float, optional
         Include rows with probability ``>= deterministic_threshold``
         deterministically (in ``[0, 1]``); ``None`` disables it.
+    sampler : {"product", "exact"}
+        ``"product"``: the SPALS product distribution above. ``"exact"``:
+        the exact leverage scores of the Khatri-Rao product,
+        ``p(i) = k_i^T (K^T K)^+ k_i / rank(K)``, drawn without forming it
+        (Bharadwaj et al., 2023: segment trees of block Gram matrices,
+        ``O(k (R^3 + R^2 log I))`` per draw); ``scores`` and
+        ``deterministic_threshold`` must then be ``None``.
 
     Returns
     -------
@@ -137,6 +145,9 @@ def sample_krp_rows(
     implicit leverage scores sampling", NeurIPS, 2016.
     Larsen & Kolda, "Practical leverage-based sampling for low-rank tensor
     decomposition", SIAM J. Matrix Anal. Appl., 2022.
+    Bharadwaj, Malik, Murray, Grigori, Buluç & Demmel, "Fast exact leverage
+    score sampling from Khatri-Rao products with applications to tensor
+    decomposition", NeurIPS, 2023.
 
     Examples
     --------
@@ -154,6 +165,17 @@ def sample_krp_rows(
         raise ValueError(f"n_samples must be a positive integer, got {n_samples!r}")
     gen = B.check_rng(rng)
     dims = tuple(int(A.shape[0]) for A in factors)
+    if sampler == "exact":
+        if scores is not None:
+            raise ValueError("scores cannot be given with sampler='exact'")
+        for m, A in enumerate(factors):
+            if not bool(xp.all(xp.isfinite(B.as_float_array(A, xp, name="factors")))):
+                raise ValueError(f"factors[{m}] contains NaN or Inf")
+        tau = _check_threshold(deterministic_threshold)
+        return krp_sampler("exact", factors, tau=tau).sample(range(len(factors)),
+                                                             int(n_samples), gen)
+    if sampler != "product":
+        raise ValueError(f"sampler must be 'product' or 'exact', got {sampler!r}")
     if scores is None:
         probs = []
         for A in factors:
@@ -173,6 +195,48 @@ def sample_krp_rows(
                 raise ValueError(f"scores[{m}] must be finite and non-negative")
     tau = _check_threshold(deterministic_threshold)
     return draw_krp_sample(probs, int(n_samples), gen, tau)
+
+
+class ProductKRPSampler:
+    """The SPALS sampler: rows drawn from the product of the factors' leverage scores.
+
+    Keeps one host vector of leverage scores per factor; :meth:`update`
+    refreshes a factor's scores (from its Gram matrix when given and well
+    conditioned), :meth:`sample` draws rows of the Khatri-Rao product of any
+    subset of the factors.
+    """
+
+    def __init__(self, factors: Sequence[Any]) -> None:
+        self._scores: list[np.ndarray] = [np.zeros(0)] * len(factors)
+        for m, A in enumerate(factors):
+            self.update(m, A)
+
+    def update(self, mode: int, A: Any, gram: Any = None) -> None:
+        """Replace factor ``mode`` (``gram = A^T A`` if the caller holds it)."""
+        xp = B.namespace(A)
+        lev = leverage_from_gram(xp, A, gram) if gram is not None else None
+        if lev is None:
+            lev = _leverage(xp, A, max(A.shape) * B.finfo_eps(xp, A.dtype))
+        self._scores[mode] = B.to_numpy(lev)
+
+    def sample(self, modes: Sequence[int], n_samples: int, gen: np.random.Generator,
+               tau: float | None = None) -> KRPSample:
+        """Draw ``n_samples`` rows of the Khatri-Rao product of ``modes``."""
+        return draw_krp_sample([self._scores[m] for m in modes], n_samples, gen, tau)
+
+
+def krp_sampler(sampler: str, factors: Sequence[Any], *, tau: float | None = None) -> Any:
+    """The sampler named ``sampler`` ("product" or "exact") over ``factors``."""
+    if sampler == "product":
+        return ProductKRPSampler(factors)
+    if sampler == "exact":
+        if tau is not None:
+            raise ValueError("deterministic_threshold is not available with sampler='exact' "
+                             "(the exact law needs no deterministic rows); pass None")
+        from ._exact_sampling import ExactKRPSampler
+
+        return ExactKRPSampler(factors)
+    raise ValueError(f"sampler must be 'product' or 'exact', got {sampler!r}")
 
 
 def _check_threshold(tau: float | None) -> float | None:
