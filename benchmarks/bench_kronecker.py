@@ -306,8 +306,8 @@ def bench_decomp(quick):
         row = {
             "layer": name, "shape": list(shape), "gkpd_a_shape": list(a), "gkpd_rank": R,
             "gkpd_svd": t_svd.as_dict(), "gkpd_randomized": t_rnd.as_dict(),
-            "gkpd_compression": nk.kt.compression_ratio, "gkpd_rel_error": nk.rel_error(),
-            "gkpd_randomized_rel_error": rnd.rel_error(),
+            "gkpd_compression": nk.kt.compression_ratio, "gkpd_rel_error": nk.rel_error,
+            "gkpd_randomized_rel_error": rnd.rel_error,
             "sekron_shapes": [list(s) for s in sk_shapes], "sekron_ranks": list(sk_ranks),
             "sekron": t_sk.as_dict(), "sekron_compression": sk.compression_ratio,
             "sekron_rel_error": sk.rel_error,

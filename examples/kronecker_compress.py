@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
             # the actual reconstruction error at rank r against the tail bound
             kt = tf.nearest_kronecker(W, a, b, rank=r).kt
             actual = float(np.linalg.norm(W - kt.to_dense()))
-            tail = res.error(r)
+            tail = res.error_at(r)
             gap = abs(actual - tail) / tail if tail > 0 else abs(actual)
             worst = max(worst, gap)
             k = max(1, round(kt.n_params / sum(W.shape)))  # low-rank SVD, same budget
@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
             total_dense += size
             total_kron += kt.n_params
             print(f"{name:<44} {str(W.shape):>11} {str(a) + 'x' + str(b):>17} "
-                  f"{size / kt.n_params:6.1f} {r:5d} {res.rel_error(r):12.4f} {lowrank:16.4f} "
+                  f"{size / kt.n_params:6.1f} {r:5d} {res.rel_error_at(r):12.4f} {lowrank:16.4f} "
                   f"{gap:18.2e}")
     print(f"\nworst |error - SVD tail bound| / tail bound: {worst:.2e}")
     ok = worst <= 1e-10

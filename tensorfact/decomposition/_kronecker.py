@@ -54,6 +54,14 @@ class NearestKroneckerResult:
         Factor shapes (one entry per mode of ``W``).
     method : str
         ``"svd"`` or ``"randomized"``.
+    error : float
+        ``||W - kt.to_dense()||_F``, the error at the result's own rank
+        (``errors[rank]``).
+    rel_error : float
+        ``error / ||W||_F`` (0 for a zero ``W``).
+
+    The error of any other rank is read off the singular values by
+    :meth:`error_at` and :meth:`rel_error_at` (no recomputation).
     """
 
     kt: KroneckerTensor
@@ -63,6 +71,8 @@ class NearestKroneckerResult:
     a_shape: tuple[int, ...]
     b_shape: tuple[int, ...]
     method: str
+    error: float
+    rel_error: float
 
     @property
     def rank(self) -> int:
@@ -74,28 +84,32 @@ class NearestKroneckerResult:
         """Largest rank whose error is known (the Kronecker rank bound for the exact SVD)."""
         return len(self.errors) - 1
 
-    def _check(self, rank: int | None) -> int:
-        if rank is None:
-            return self.kt.rank
+    def error_at(self, rank: int) -> float:
+        """Frobenius error of the best rank-``rank`` approximation, ``0 <= rank <= max_rank``.
+
+        No recomputation: read off the singular values.
+
+        Raises
+        ------
+        ValueError
+            ``rank`` is not an integer in ``0 .. max_rank``.
+        """
         if isinstance(rank, bool) or not isinstance(rank, numbers.Integral) or rank < 0:
             raise ValueError(f"rank must be a non-negative integer, got {rank!r}")
         if rank > self.max_rank:
             raise ValueError(
                 f"rank={rank} exceeds the largest rank with a known error, {self.max_rank}"
             )
-        return int(rank)
+        return self.errors[int(rank)]
 
-    def error(self, rank: int | None = None) -> float:
-        """Frobenius error of the best rank-``rank`` approximation (default: :attr:`rank`).
+    def rel_error_at(self, rank: int) -> float:
+        """``error_at(rank) / ||W||_F`` (0 for a zero ``W``)."""
+        return _relative(self.error_at(rank), self.norm)
 
-        No recomputation: read off the singular values.
-        """
-        return self.errors[self._check(rank)]
 
-    def rel_error(self, rank: int | None = None) -> float:
-        """``error(rank) / ||W||_F`` (0 for a zero ``W``)."""
-        e = self.error(rank)
-        return e / self.norm if self.norm > 0 else 0.0
+def _relative(error: float, norm: float) -> float:
+    """``error / norm``, 0 for a zero tensor."""
+    return error / norm if norm > 0 else 0.0
 
 
 def _check_float_tensor(W: Any, name: str = "W") -> tuple[ModuleType, Any]:
@@ -160,7 +174,7 @@ def nearest_kronecker(
     ``vec(A) vec(B)^T`` isometrically, so by Eckart–Young the optimum is the
     truncated SVD of ``M = rearrange(W, a_shape, b_shape)``, and the error of
     rank ``r`` is ``sqrt(sum_{i>=r} s_i^2)``: every rank's error comes from
-    one SVD (:meth:`NearestKroneckerResult.error`).
+    one SVD (:meth:`NearestKroneckerResult.error_at`).
 
     Parameters
     ----------
@@ -190,8 +204,9 @@ def nearest_kronecker(
     -------
     NearestKroneckerResult
         ``.kt`` (a 2-factor :class:`~tensorfact.KroneckerTensor` in ``W``'s
-        namespace and dtype), ``.singular_values``, ``.errors``,
-        ``.error(rank)``, ``.rel_error(rank)``.
+        namespace and dtype), ``.singular_values``, ``.errors``, ``.error``
+        and ``.rel_error`` (at ``rank``), ``.error_at(r)`` and
+        ``.rel_error_at(r)`` (any rank ``r``).
 
     Raises
     ------
@@ -216,8 +231,10 @@ def nearest_kronecker(
     >>> rng = np.random.default_rng(0)
     >>> A, Bm = rng.standard_normal((2, 3)), rng.standard_normal((4, 5))
     >>> res = nearest_kronecker(np.kron(A, Bm), (2, 3))
-    >>> res.kt.shape, res.b_shape, res.error() < 1e-12
+    >>> res.kt.shape, res.b_shape, res.error < 1e-12
     ((8, 15), (4, 5), True)
+    >>> round(res.rel_error_at(0), 12)  # rank 0: the zero tensor
+    1.0
     >>> bool(np.allclose(res.kt.to_dense(), np.kron(A, Bm)))
     True
     """
@@ -259,9 +276,10 @@ def nearest_kronecker(
     A = xp.reshape(xp.matrix_transpose(U * root[None, :]), (R,) + a)
     Bf = xp.reshape(Vh * root[:, None], (R,) + b)
     kt = KroneckerTensor([A, Bf])
+    norm = math.sqrt(norm_sq)
     return NearestKroneckerResult(
-        kt=kt, singular_values=s, errors=errors, norm=math.sqrt(norm_sq),
-        a_shape=a, b_shape=b, method=method,
+        kt=kt, singular_values=s, errors=errors, norm=norm, a_shape=a, b_shape=b,
+        method=method, error=errors[R], rel_error=_relative(errors[R], norm),
     )
 
 

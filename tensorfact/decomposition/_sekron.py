@@ -15,7 +15,7 @@ from .. import _backend as B
 from .._validation import check_finite
 from ..tenalg._kron import _check_group_shapes, group_modes
 from ..tensors.kronecker import KroneckerTensor, SeKronTensor
-from ._kronecker import _check_float_tensor
+from ._kronecker import _check_float_tensor, _relative
 
 __all__ = ["SeKronResult", "sekron"]
 
@@ -37,17 +37,62 @@ class SeKronResult:
         singular values (the residuals of different levels are orthogonal).
     norm : float
         ``||W||_F``.
+    rel_error : float
+        ``error / ||W||_F`` (0 for a zero ``W``).
+
+    The error at smaller ranks is read off the stored singular values by
+    :meth:`error_at` and :meth:`rel_error_at` (no recomputation).
     """
 
     sekron: SeKronTensor
     level_singular_values: tuple[np.ndarray, ...]
     error: float
     norm: float
+    rel_error: float
 
     @property
-    def rel_error(self) -> float:
-        """``error / ||W||_F`` (0 for a zero ``W``)."""
-        return self.error / self.norm if self.norm > 0 else 0.0
+    def ranks(self) -> tuple[int, ...]:
+        """The level ranks of :attr:`sekron`."""
+        return self.sekron.ranks
+
+    def error_at(self, ranks: Sequence[int] | int) -> float:
+        """Frobenius error of :func:`sekron` at other level ranks, without recomputing.
+
+        Every level of the recursion is a separate SVD per branch, so running
+        :func:`sekron` at ranks ``R' <= R`` (elementwise, ``R`` = :attr:`ranks`)
+        gives the truncation of this result and the error
+        ``sqrt(sum_s sum_{kept branches} sum_{i >= R'_s} s_i^2)`` is known
+        from :attr:`level_singular_values`. The last level stores every
+        singular value, so its rank may also exceed ``R`` (up to its maximum).
+
+        Parameters
+        ----------
+        ranks : int or sequence of S - 1 ints
+            ``0 <= ranks[s] <= R_s`` for ``s < S - 2``; the last one up to
+            the size of its level's spectrum (an int is used for every level).
+
+        Raises
+        ------
+        ValueError
+            Wrong number of ranks or a rank outside those bounds.
+        """
+        rk = _rank_tuple(ranks, len(self.level_singular_values))
+        limits = tuple(self.ranks[:-1]) + (int(self.level_singular_values[-1].shape[-1]),)
+        for s, (r, lim) in enumerate(zip(rk, limits)):
+            if r < 0 or r > lim:
+                raise ValueError(
+                    f"ranks[{s}] = {r} is outside 0 .. {lim}, the ranks whose error this "
+                    "result knows"
+                )
+        total = 0.0
+        for s, sv in enumerate(self.level_singular_values):
+            kept = tuple(slice(0, r) for r in rk[:s])  # branches of the earlier levels kept
+            total += float(np.sum(sv[kept + (slice(rk[s], None),)] ** 2))
+        return math.sqrt(total)
+
+    def rel_error_at(self, ranks: Sequence[int] | int) -> float:
+        """``error_at(ranks) / ||W||_F`` (0 for a zero ``W``)."""
+        return _relative(self.error_at(ranks), self.norm)
 
     @property
     def kt(self) -> KroneckerTensor:
@@ -63,6 +108,22 @@ class SeKronResult:
     def compression_ratio(self) -> float:
         """Dense entries per stored parameter of the nested form."""
         return self.sekron.compression_ratio
+
+
+def _rank_tuple(ranks: Any, n: int) -> tuple[Any, ...]:
+    """``ranks`` as a tuple of ``n`` entries (an int is repeated); TypeError/ValueError else."""
+    if isinstance(ranks, numbers.Integral) and not isinstance(ranks, bool):
+        return (int(ranks),) * n
+    try:
+        out = tuple(ranks)
+    except TypeError as exc:
+        raise TypeError(f"ranks must be an int or a sequence of ints, got {ranks!r}") from exc
+    if len(out) != n:
+        raise ValueError(f"ranks must have {n} entries (S - 1 for S = {n + 1} shapes), got {out}")
+    for s, r in enumerate(out):
+        if isinstance(r, bool) or not isinstance(r, numbers.Integral):
+            raise TypeError(f"ranks[{s}] must be an integer, got {r!r}")
+    return tuple(int(r) for r in out)
 
 
 def _batched_sign_fix(xp: ModuleType, U: Any, Vh: Any) -> tuple[Any, Any]:
@@ -145,6 +206,7 @@ def sekron(
     SeKronResult
         ``.sekron`` (:class:`~tensorfact.SeKronTensor`), ``.kt`` (flat
         :class:`~tensorfact.KroneckerTensor`), ``.error``, ``.rel_error``,
+        ``.error_at(ranks)``, ``.rel_error_at(ranks)`` (smaller ranks),
         ``.n_params``, ``.compression_ratio``, ``.level_singular_values``.
 
     Raises
@@ -182,19 +244,9 @@ def sekron(
     if S < 2:
         raise ValueError(f"shapes must contain at least 2 factor shapes, got {S}")
     shp = _check_group_shapes(shape, shp_in, name="shapes")
-    if isinstance(ranks, numbers.Integral) and not isinstance(ranks, bool):
-        rk_in: tuple[Any, ...] = (int(ranks),) * (S - 1)
-    else:
-        try:
-            rk_in = tuple(ranks)  # type: ignore[arg-type]
-        except TypeError as exc:
-            raise TypeError(f"ranks must be an int or a sequence of ints, got {ranks!r}") from exc
-    if len(rk_in) != S - 1:
-        raise ValueError(f"ranks must have {S - 1} entries (S - 1 for S = {S} shapes), got {rk_in}")
+    rk_in = _rank_tuple(ranks, S - 1)
     rk = []
     for s, r in enumerate(rk_in):
-        if isinstance(r, bool) or not isinstance(r, numbers.Integral):
-            raise TypeError(f"ranks[{s}] must be an integer, got {r!r}")
         pa = math.prod(shp[s])
         pb = math.prod(math.prod(sh) for sh in shp[s + 1:])
         if not 1 <= int(r) <= min(pa, pb):
@@ -227,11 +279,13 @@ def sekron(
         rem = xp.reshape(sv[:, :R, None] * Vh, (Q * R,) + b)
     factors.append(xp.reshape(rem, tuple(rk) + shp[-1]))
     tensor = SeKronTensor(factors, rk)
+    error, norm = math.sqrt(max(discarded, 0.0)), math.sqrt(norm_sq)
     return SeKronResult(
         sekron=tensor,
         level_singular_values=tuple(svals),
-        error=math.sqrt(max(discarded, 0.0)),
-        norm=math.sqrt(norm_sq),
+        error=error,
+        norm=norm,
+        rel_error=_relative(error, norm),
     )
 
 

@@ -402,7 +402,7 @@ def compress_state_dict(tensors: Mapping[str, np.ndarray], /, *, compression: fl
         rows.append(LayerReport(name=name, type="matrix", new_type="kronecker",
                                 shape=tuple(int(s) for s in arr.shape),
                                 params_before=int(arr.size), params_after=int(A.size + Bf.size),
-                                rel_error=float(res.rel_error()),
+                                rel_error=float(res.rel_error),
                                 detail=f"{plan.a_shape}x{plan.b_shape} rank {plan.rank}"))
     if not rows and not skipped:
         raise ValueError(

@@ -460,7 +460,7 @@ def _plan_and_fit(weight: Tensor, *, n_factors: int, rank: Any, compression: Any
     for sh, ranks in options:
         if n_factors == 2:
             res = nearest_kronecker(W, sh[0], sh[1], rank=ranks[0])
-            err = float(res.rel_error())
+            err = float(res.rel_error)
             facs = [np.asarray(f) for f in res.kt.factors]
         else:
             sres = sekron(W, sh, ranks)

@@ -220,7 +220,7 @@ def fit_kronecker(weight: Tensor, /, *, compression: float | None = None,
                           max_candidates=max_candidates)
     W = weight.detach().cpu().double().numpy()
     res = nearest_kronecker(W, plan.a_shape, plan.b_shape, rank=plan.rank)
-    plan = replace(plan, rel_error=float(res.rel_error()))
+    plan = replace(plan, rel_error=float(res.rel_error))
     A, B = (np.asarray(f) for f in res.kt.factors)
     dev, dt = weight.device, weight.dtype
     return (plan, torch.as_tensor(A, dtype=dt, device=dev).contiguous(),

@@ -49,8 +49,8 @@ def test_planted_sum_recovered(rng, a, b, rank):
     assert res.kt.rank == rank
     assert res.kt.factor_shapes == (a, b)
     np.testing.assert_allclose(res.kt.to_dense(), W, rtol=0, atol=1e-12 * np.abs(W).max())
-    assert res.error() <= 1e-12 * np.linalg.norm(W)
-    assert res.rel_error() <= 1e-12
+    assert res.error <= 1e-12 * np.linalg.norm(W)
+    assert res.rel_error <= 1e-12
     # the Kronecker rank is exactly `rank`: singular values beyond it vanish
     s = np.asarray(res.singular_values)
     assert s[rank - 1] > 1e-6 * s[0]
@@ -79,9 +79,9 @@ def test_error_at_every_rank_is_svd_tail(rng, a, b):
         actual = np.linalg.norm(W - res.kt.to_dense())
         tail = math.sqrt(np.sum(s[r:] ** 2))
         assert actual == pytest.approx(tail, rel=1e-10, abs=1e-10 * np.linalg.norm(W))
-        assert full.error(r) == pytest.approx(actual, rel=1e-10, abs=1e-10 * np.linalg.norm(W))
-    assert full.error(K) == 0.0
-    assert full.error(0) == pytest.approx(np.linalg.norm(W), rel=1e-12)
+        assert full.error_at(r) == pytest.approx(actual, rel=1e-10, abs=1e-10 * np.linalg.norm(W))
+    assert full.error_at(K) == 0.0
+    assert full.error_at(0) == pytest.approx(np.linalg.norm(W), rel=1e-12)
     errs = np.array(full.errors)
     assert np.all(np.diff(errs) <= 1e-12)  # monotone in rank
 
@@ -122,7 +122,7 @@ def test_randomized_matches_exact_on_low_rank_plus_noise(rng):
     exact = nearest_kronecker(W, (16, 12), rank=3)
     rand = nearest_kronecker(W, (16, 12), rank=3, method="randomized", rng=0)
     assert rand.method == "randomized"
-    assert rand.error() == pytest.approx(exact.error(), rel=1e-6)
+    assert rand.error == pytest.approx(exact.error, rel=1e-6)
     np.testing.assert_allclose(rand.kt.to_dense(), exact.kt.to_dense(), atol=1e-6)
     again = nearest_kronecker(W, (16, 12), rank=3, method="randomized", rng=0)
     np.testing.assert_array_equal(np.asarray(again.singular_values),
@@ -139,14 +139,14 @@ def test_backends(backend, rng, method):
     assert B.namespace(res.singular_values) is xp
     assert_close(res.kt.to_dense(), backend.asarray(ref.kt.to_dense()), xp=xp, rtol=1e-9,
                  atol=1e-9)
-    assert res.error() == pytest.approx(ref.error(), rel=1e-8)
+    assert res.error == pytest.approx(ref.error, rel=1e-8)
 
 
 def test_float32(backend, rng):
     W = rng.standard_normal((12, 8)).astype(np.float32)
     res = nearest_kronecker(backend.asarray(W), (3, 4), rank=2)
     assert res.kt.dtype == backend.xp.float32
-    assert res.error() == pytest.approx(
+    assert res.error == pytest.approx(
         np.linalg.norm(W.astype(np.float64) - B.to_numpy(res.kt.to_dense()).astype(np.float64)),
         rel=1e-4,
     )
@@ -192,9 +192,9 @@ def test_bad_dtype_and_values(rng):
 def test_error_rank_out_of_range(rng):
     res = nearest_kronecker(rng.standard_normal((4, 4)), (2, 2))
     with pytest.raises(ValueError, match="exceeds"):
-        res.error(5)
+        res.error_at(5)
     with pytest.raises(ValueError, match="non-negative"):
-        res.error(-1)
+        res.error_at(-1)
 
 
 # --------------------------------------------------------------------------- real weights
@@ -229,8 +229,8 @@ def test_error_equals_tail_bound_on_pretrained_weights(name, a_shape):
         actual = np.linalg.norm(W - res.kt.to_dense())
         tail = math.sqrt(np.sum(s[r:] ** 2))
         assert abs(actual - tail) <= 1e-10 * tail
-        assert abs(full.error(r) - actual) <= 1e-10 * tail
-        assert res.rel_error() == pytest.approx(actual / norm, rel=1e-10)
+        assert abs(full.error_at(r) - actual) <= 1e-10 * tail
+        assert res.rel_error == pytest.approx(actual / norm, rel=1e-10)
 
 
 # --------------------------------------------------------------------------- kronecker_shapes

@@ -33,7 +33,7 @@ def test_two_factors_equals_nearest_kronecker(rng):
         sk = sekron(W, [a, b], ranks=r)
         nk = nearest_kronecker(W, a, b, rank=r)
         np.testing.assert_allclose(sk.sekron.to_dense(), nk.kt.to_dense(), rtol=1e-10, atol=1e-12)
-        assert sk.error == pytest.approx(nk.error(), rel=1e-10)
+        assert sk.error == pytest.approx(nk.error, rel=1e-10)
         np.testing.assert_allclose(sk.level_singular_values[0],
                                    np.asarray(nk.singular_values), rtol=1e-12)
 
@@ -58,6 +58,32 @@ def test_monotone_in_each_level(rng):
     for r1 in (1, 2, 4):
         errs = [sekron(W, shapes, ranks=(r1, r2)).error for r2 in (1, 2, 4, 8)]
         assert all(e2 <= e1 + 1e-12 for e1, e2 in zip(errs, errs[1:]))
+
+
+def test_error_at_smaller_ranks_equals_a_new_run(rng):
+    # every level is one SVD per branch: the run at smaller ranks is a truncation of this one
+    W = rng.standard_normal((8, 12, 3, 3))
+    shapes = [(2, 2, 1, 1), (2, 3, 1, 1), (2, 2, 3, 3)]
+    big = sekron(W, shapes, ranks=(3, 4))
+    assert big.ranks == (3, 4)
+    assert big.error_at((3, 4)) == big.error and big.rel_error_at((3, 4)) == big.rel_error
+    for ranks in [(1, 1), (2, 1), (3, 2), (1, 4), (2, 5), (3, 6)]:
+        run = sekron(W, shapes, ranks=ranks)
+        assert big.error_at(ranks) == pytest.approx(run.error, rel=1e-10, abs=1e-12)
+        assert big.rel_error_at(ranks) == pytest.approx(run.rel_error, rel=1e-10, abs=1e-12)
+    assert big.rel_error_at((0, 0)) == pytest.approx(1.0, rel=1e-12)
+    assert big.error_at(2) == pytest.approx(sekron(W, shapes, ranks=2).error, rel=1e-10)
+    # S = 2: the same numbers as nearest_kronecker's error_at
+    nk = nearest_kronecker(W, shapes[0], rank=2)
+    two = sekron(W, [shapes[0], (4, 6, 3, 3)], ranks=2)
+    for r in (0, 1, 3, 4):
+        assert two.error_at(r) == pytest.approx(nk.error_at(r), rel=1e-10, abs=1e-12)
+    with pytest.raises(ValueError, match="outside"):
+        big.error_at((4, 1))  # level 0's branches beyond rank 3 were never decomposed
+    with pytest.raises(ValueError, match="outside"):
+        big.error_at((1, 7))
+    with pytest.raises(ValueError, match="2 entries"):
+        big.error_at((1, 1, 1))
 
 
 def _kron_tt(rng, shapes, ranks):

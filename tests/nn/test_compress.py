@@ -52,7 +52,7 @@ def test_compress_replaces_selected_layers_and_reports_optimal_errors():
         W = old.weight.detach()
         err = (torch.linalg.norm(layer.weight().detach() - W) / torch.linalg.norm(W)).item()
         res = nearest_kronecker(W.numpy(), layer.a_shape, layer.b_shape, rank=layer.rank)
-        assert row.rel_error == pytest.approx(res.rel_error(), rel=1e-9, abs=1e-14)
+        assert row.rel_error == pytest.approx(res.rel_error, rel=1e-9, abs=1e-14)
         assert row.rel_error == pytest.approx(err, rel=1e-7, abs=1e-12)
         n_w = layer.kron_a.numel() + layer.kron_b.numel()
         assert n_w <= W.numel() / 2
@@ -81,7 +81,7 @@ def test_compress_exclude_and_embeddings():
     row = report.layers[0]
     res = nearest_kronecker(model.emb.weight.detach().numpy(), new.emb.a_shape,
                             new.emb.b_shape, rank=new.emb.rank)
-    assert row.rel_error == pytest.approx(res.rel_error(), rel=1e-9)
+    assert row.rel_error == pytest.approx(res.rel_error, rel=1e-9)
 
 
 def test_compress_full_model_float32_and_report_table():
@@ -174,7 +174,7 @@ def test_cli_compress_round_trip(tmp_path, capsys):
     assert row["name"] == "enc.q.weight"
     assert err == pytest.approx(row["rel_error"], rel=1e-5)
     res = nearest_kronecker(W, A.shape[1:], Bf.shape[1:], rank=A.shape[0])
-    assert row["rel_error"] == pytest.approx(res.rel_error(), rel=1e-12)
+    assert row["rel_error"] == pytest.approx(res.rel_error, rel=1e-12)
     # the factors load straight into a KroneckerLinear of the same shapes
     layer = KroneckerLinear(24, 16, a_shape=A.shape[1:], rank=A.shape[0])
     layer.load_state_dict({"kron_a": torch.from_numpy(A), "kron_b": torch.from_numpy(Bf),

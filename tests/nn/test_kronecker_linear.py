@@ -95,7 +95,7 @@ def test_from_linear_low_rank_error_is_optimal(rank):
     W = lin.weight.detach().numpy()
     err = (torch.linalg.norm(layer.weight() - lin.weight) / torch.linalg.norm(lin.weight)).item()
     res = nearest_kronecker(W, (3, 4), (4, 5), rank=rank)
-    assert err == pytest.approx(res.rel_error(), rel=1e-9)
+    assert err == pytest.approx(res.rel_error, rel=1e-9)
     assert layer.plan.rel_error == pytest.approx(err, rel=1e-9)
     # Eckart-Young on the brute-force rearrangement
     s = np.linalg.svd(_brute_rearrange(W, *shapes), compute_uv=False)
@@ -117,7 +117,7 @@ def test_from_linear_compression_target():
     # and its error is the optimum of nearest_kronecker for the chosen shapes
     res = nearest_kronecker(lin.weight.detach().double().numpy(), layer.a_shape,
                             layer.b_shape, rank=layer.rank)
-    assert layer.plan.rel_error == pytest.approx(res.rel_error(), rel=1e-9)
+    assert layer.plan.rel_error == pytest.approx(res.rel_error, rel=1e-9)
 
 
 def test_float32_layer_keeps_dtype_and_error():
@@ -203,7 +203,7 @@ def test_embedding_from_dense_exact_and_optimal():
     low = KroneckerEmbedding.from_embedding(e, rank=2, shapes=((5, 2), (6, 4)))
     res = nearest_kronecker(e.weight.detach().numpy(), (5, 2), (6, 4), rank=2)
     err = (torch.linalg.norm(low.weight() - e.weight) / torch.linalg.norm(e.weight)).item()
-    assert err == pytest.approx(res.rel_error(), rel=1e-9)
+    assert err == pytest.approx(res.rel_error, rel=1e-9)
     # a row count that does not factor nicely is padded (error relative to the real rows)
     e2 = nn.Embedding(31, 8, dtype=torch.float64)
     pad = KroneckerEmbedding.from_embedding(e2)
