@@ -366,7 +366,18 @@ class SeKronTensor(_KroneckerFamily):
     @property
     def n_params(self) -> int:
         """Stored parameters of the nested form (each factor counted once)."""
-        return sum(math.prod(tuple(F.shape)) for F in self._factors)
+        return self.n_params_for(self.factor_shapes, self._ranks)
+
+    @staticmethod
+    def n_params_for(factor_shapes: Sequence[Sequence[int]], ranks: Sequence[int]) -> int:
+        """:attr:`n_params` of a SeKron tensor with these factor shapes and ranks.
+
+        ``sum_{s<S-1} R_0...R_s prod(shapes[s]) + R_0...R_{S-2} prod(shapes[S-1])``,
+        without any factor arrays (to compare shapes and ranks before decomposing).
+        """
+        S = len(factor_shapes)
+        return sum(math.prod(ranks[: min(s, S - 2) + 1]) * math.prod(sh)
+                   for s, sh in enumerate(factor_shapes))
 
     def __repr__(self) -> str:
         return (
