@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
 from collections.abc import Callable
 from functools import partial
 from typing import Any
@@ -117,7 +118,11 @@ def spals(
         runs ``max_iter`` sweeps.
     exact_fit_every : int, optional
         Every that many sweeps (and after the last one) compute the exact
-        relative error (one pass over ``X``) instead of the estimate.
+        relative error (one pass over ``X``) instead of the estimate. When
+        a mode gets fewer than ``2 * rank`` sampled rows the estimate is
+        meaningless (the sampled fit nearly interpolates them): a
+        ``UserWarning`` is issued and the exact error is computed after
+        every sweep.
     rng : None, int or numpy.random.Generator
         Randomness for the initialisation and the draws (host).
     callback : callable, optional
@@ -187,6 +192,16 @@ def spals(
     tol = check_nonneg_float(tol, "tol")
     if exact_fit_every is not None:
         exact_fit_every = check_positive_int(exact_fit_every, "exact_fit_every")
+    if min(counts) < 2 * R and exact_fit_every != 1:
+        # a least-squares fit on fewer than 2R rows nearly interpolates them: its
+        # residual says nothing about the true error (0 for a true 0.4 at 1 sample)
+        warnings.warn(
+            f"n_samples={n_samples!r} gives {min(counts)} sampled rows for rank {R}, fewer "
+            f"than 2 * rank = {2 * R}: too few for an error estimate; the relative error is "
+            "recomputed exactly after every sweep (exact_fit_every=1)",
+            UserWarning, stacklevel=2,
+        )
+        exact_fit_every = 1
     check_callback(callback)
     if not (isinstance(init, CPTensor) or init in ("svd", "random")):
         raise ValueError(f"init must be 'random', 'svd' or a CPTensor, got {init!r}")

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from .. import _backend as B
+from .._kernels.dense import gather_dense_fibers_numba, gather_dense_fibers_xp
 from .._validation import check_finite as _check_finite
 from ..tenalg._khatri_rao import krp_rows
 from ..tenalg._mttkrp import DimensionTree, _mttkrp
@@ -168,12 +169,13 @@ class DenseTensor:
         """Mode-``mode`` fibers at the sampled indices of the other modes.
 
         ``indices`` is a host ``(n_samples, N-1)`` integer array (the other
-        modes in increasing order); returns ``(n_samples, I_mode)``.
+        modes in increasing order); returns ``(n_samples, I_mode)``. NumPy
+        tensors in C order use the memory-order Numba gather
+        (:mod:`tensorfact._kernels.dense`), others ``xp.take``.
         """
-        xp = self.xp
         s = self.shape
         L, In, Rt = math.prod(s[:mode]), s[mode], math.prod(s[mode + 1:])
-        idx = np.asarray(indices)
+        idx = np.asarray(indices, dtype=np.int64)
         # linear index over the modes before and after ``mode``
         lo = np.zeros(idx.shape[0], dtype=np.int64)
         for j, m in enumerate(range(mode)):
@@ -181,15 +183,7 @@ class DenseTensor:
         hi = np.zeros(idx.shape[0], dtype=np.int64)
         for j, m in enumerate(range(mode + 1, len(s)), start=mode):
             hi = hi * s[m] + idx[:, j]
-        if Rt == 1:
-            X2 = xp.reshape(self.X, (L, In))
-            return xp.take(X2, B.from_numpy(xp, lo, like=self.X, dtype=None), axis=0)
-        if L == 1:
-            X2 = xp.reshape(self.X, (In, Rt))
-            cols = xp.take(X2, B.from_numpy(xp, hi, like=self.X, dtype=None), axis=1)
-            return xp.matrix_transpose(cols)
-        base = lo * (In * Rt) + hi
-        flat_idx = (base[:, None] + np.arange(In, dtype=np.int64)[None, :] * Rt).reshape(-1)
-        flat = xp.reshape(self.X, (-1,))
-        vals = xp.take(flat, B.from_numpy(xp, flat_idx, like=self.X, dtype=None))
-        return xp.reshape(vals, (idx.shape[0], In))
+        X3 = self.xp.reshape(self.X, (L, In, Rt))
+        if B.is_numpy(self.xp) and X3.flags.c_contiguous:
+            return gather_dense_fibers_numba(X3, lo, hi)
+        return gather_dense_fibers_xp(self.xp, X3, lo, hi)
