@@ -59,6 +59,7 @@ def sampled_krp_lstsq(
     *,
     rng: None | int | np.random.Generator = None,
     method: str = "qr",
+    sampler: str = "product",
     deterministic_threshold: float | None = None,
     scores: Sequence[Any] | None = None,
     n_columns: int | None = None,
@@ -97,6 +98,10 @@ def sampled_krp_lstsq(
         Randomness for the draws (host).
     method : {"qr", "gram"}
         See above.
+    sampler : {"product", "exact"}
+        How rows are drawn (:func:`tensorfact.sample_krp_rows`): from the
+        product of the factors' leverage scores, or from the exact leverage
+        scores of the Khatri-Rao product.
     deterministic_threshold : float, optional
         Rows with sampling probability at least this value are included
         deterministically with weight 1 (Larsen & Kolda's hybrid scheme);
@@ -174,7 +179,7 @@ def sampled_krp_lstsq(
     else:
         raise TypeError(f"rhs must be a 2-D array or a callable, got {type(rhs).__name__}")
 
-    sample = sample_krp_rows(factors, n_samples, rng=rng, scores=scores,
+    sample = sample_krp_rows(factors, n_samples, rng=rng, scores=scores, sampler=sampler,
                              deterministic_threshold=tau)
     rows = get_rows(sample.indices)
     rows = _as_rows(xp, rows, factors[0], n_columns, sample.n_rows, check_finite)
