@@ -36,6 +36,7 @@ __all__ = [
     "is_numpy",
     "is_torch",
     "is_cupy",
+    "is_dask_array",
     "device",
     "to_numpy",
     "from_numpy",
@@ -133,6 +134,11 @@ def is_torch(xp: ModuleType) -> bool:
 def is_cupy(xp: ModuleType) -> bool:
     """Whether ``xp`` is CuPy (plain or the array-api-compat wrapper)."""
     return bool(array_api_compat.is_cupy_namespace(xp))
+
+
+def is_dask_array(x: Any) -> bool:
+    """Whether ``x`` is a ``dask.array.Array`` (never imports dask itself)."""
+    return bool(array_api_compat.is_dask_array(x))
 
 
 def device(x: Array) -> Any:

@@ -2,14 +2,32 @@
 
 :class:`TensorFormat` lists the operations (norm, per-mode MTTKRP, mode Gram,
 leading subspace, exact residual, sampled fibers); :class:`DenseTensor`
-(any array API array) and :class:`SparseTensor` (COO) implement it, and
-:func:`as_format` turns a solver's input into one. A new format is one class
-implementing the protocol: every solver then accepts it.
+(any array API array), :class:`SparseTensor` (COO) and
+:class:`DaskDenseTensor` (a chunked ``dask.array.Array``; needs the ``dask``
+extra) implement it, and :func:`as_format` turns a solver's input into one.
+A new format is one class implementing the protocol: every solver then
+accepts it.
 """
+
+from typing import Any
 
 from ._api import as_format
 from ._dense import DenseTensor
 from ._protocol import SparseRows, TensorFormat
 from .sparse import SparseTensor
 
-__all__ = ["DenseTensor", "SparseRows", "SparseTensor", "TensorFormat", "as_format"]
+__all__ = ["DaskDenseTensor", "DenseTensor", "SparseRows", "SparseTensor", "TensorFormat",
+           "as_format"]
+
+
+def __getattr__(name: str) -> Any:
+    # DaskDenseTensor imports dask, an optional dependency: only on first use
+    if name == "DaskDenseTensor":
+        try:
+            from ._dask_dense import DaskDenseTensor
+        except ImportError as exc:
+            raise ImportError(
+                "DaskDenseTensor needs dask: pip install 'tensorfact[dask]'"
+            ) from exc
+        return DaskDenseTensor
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

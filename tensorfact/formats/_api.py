@@ -19,9 +19,10 @@ def as_format(X: Any, /, *, check_finite: bool = True, name: str = "X") -> Tenso
     ----------
     X : array or TensorFormat
         A dense array of any array API namespace (validated: real floating
-        after promotion, at least two modes, no empty mode) or an object
-        implementing :class:`TensorFormat` (``SparseTensor``, ...), returned
-        as it is.
+        after promotion, at least two modes, no empty mode), a
+        ``dask.array.Array`` (wrapped in a ``DaskDenseTensor``, read chunk by
+        chunk) or an object implementing :class:`TensorFormat`
+        (``SparseTensor``, ...), returned as it is.
     check_finite : bool
         Reject NaN/Inf in ``X`` (``ValueError``).
     name : str
@@ -51,6 +52,13 @@ def as_format(X: Any, /, *, check_finite: bool = True, name: str = "X") -> Tenso
         if check_finite:
             X.check_finite(name)
         return X
+    if B.is_dask_array(X):
+        from ._dask_dense import DaskDenseTensor
+
+        data = DaskDenseTensor(X, name=name)
+        if check_finite:
+            data.check_finite(name)
+        return data
     if not B.is_array(X):
         raise TypeError(
             f"{name} must be an array or a tensorfact data format (SparseTensor, ...), "
