@@ -1,0 +1,106 @@
+"""Per-partition Numba kernels (serial; the Dask tasks run them in parallel).
+
+Each kernel works on one memory-mapped partition and releases the GIL, so
+the partitions of a threaded Dask scheduler run concurrently; a kernel never
+starts threads of its own (no nested parallelism inside Dask workers).
+Factor matrices arrive stacked into one float64 ``(sum_m I_m, R)`` array with
+row offsets (:func:`tensorfact._kernels.sparse.stack_factors`).
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+__all__ = ["coo_mttkrp", "cp_residual_terms"]
+
+
+@numba.njit(cache=True, nogil=True)
+def _row_range(coords, mode):  # pragma: no cover - compiled
+    lo = coords[0, mode]
+    hi = lo
+    for k in range(1, coords.shape[0]):
+        i = coords[k, mode]
+        if i < lo:
+            lo = i
+        elif i > hi:
+            hi = i
+    return lo, hi
+
+
+@numba.njit(cache=True, nogil=True)
+def _coo_mttkrp(coords, vals, F, offsets, mode, lo, out):  # pragma: no cover - compiled
+    nnz = vals.shape[0]
+    N = coords.shape[1]
+    R = F.shape[1]
+    tmp = np.empty(R, dtype=np.float64)
+    for k in range(nnz):
+        v = np.float64(vals[k])
+        for r in range(R):
+            tmp[r] = v
+        for m in range(N):
+            if m == mode:
+                continue
+            row = offsets[m] + coords[k, m]
+            for r in range(R):
+                tmp[r] *= F[row, r]
+        i = coords[k, mode] - lo
+        for r in range(R):
+            out[i, r] += tmp[r]
+
+
+def coo_mttkrp(coords: np.ndarray, vals: np.ndarray, F: np.ndarray, offsets: np.ndarray,
+               mode: int) -> tuple[int, np.ndarray]:
+    """MTTKRP of one partition into a private block of the rows it touches.
+
+    Parameters
+    ----------
+    coords : (nnz, N) int32/int64
+    vals : (nnz,) float
+    F, offsets
+        All N factors stacked (float64) and their row offsets.
+    mode : int
+
+    Returns
+    -------
+    lo : int
+        First output row of the block.
+    block : (hi - lo + 1, R) float64
+        Rows ``lo..hi`` of the partition's MTTKRP (``hi`` the largest
+        mode-``mode`` index in the partition), accumulated in float64 in
+        storage order.
+    """
+    lo, hi = _row_range(coords, mode)
+    out = np.zeros((int(hi) - int(lo) + 1, F.shape[1]), dtype=np.float64)
+    _coo_mttkrp(coords, vals, F, offsets, mode, lo, out)
+    return int(lo), out
+
+
+@numba.njit(cache=True, nogil=True)
+def _residual_terms(coords, values, F, offsets, weights):  # pragma: no cover - compiled
+    nnz = values.shape[0]
+    R = F.shape[1]
+    N = coords.shape[1]
+    sq_diff = 0.0
+    sq_model = 0.0
+    for k in range(nnz):
+        m_k = 0.0
+        for r in range(R):
+            p = weights[r]
+            for m in range(N):
+                p *= F[offsets[m] + coords[k, m], r]
+            m_k += p
+        d = np.float64(values[k]) - m_k
+        sq_diff += d * d
+        sq_model += m_k * m_k
+    return sq_diff, sq_model
+
+
+def cp_residual_terms(coords: np.ndarray, values: np.ndarray, F: np.ndarray,
+                      offsets: np.ndarray, weights: np.ndarray) -> tuple[float, float]:
+    """``(sum_k (x_k - m_k)^2, sum_k m_k^2)`` over one partition, in float64.
+
+    ``m_k`` is the CP model (``weights``, stacked float64 factors) at entry ``k``.
+    """
+    a, b = _residual_terms(coords, values, F, offsets, weights)
+    return float(a), float(b)
