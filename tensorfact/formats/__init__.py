@@ -16,8 +16,8 @@ from ._dense import DenseTensor
 from ._protocol import SparseRows, TensorFormat
 from .sparse import SparseTensor
 
-__all__ = ["DaskDenseTensor", "DenseTensor", "SparseRows", "SparseTensor", "TensorFormat",
-           "as_format"]
+__all__ = ["DaskDenseTensor", "DaskSparseTensor", "DenseTensor", "SparseRows", "SparseTensor",
+           "TensorFormat", "as_format"]
 
 
 def __getattr__(name: str) -> Any:
@@ -30,4 +30,12 @@ def __getattr__(name: str) -> Any:
                 "DaskDenseTensor needs dask: pip install 'tensorfact[dask]'"
             ) from exc
         return DaskDenseTensor
+    if name == "DaskSparseTensor":  # a partitioned store on disk; needs dask too
+        try:
+            from .dask_sparse import DaskSparseTensor
+        except ImportError as exc:
+            raise ImportError(
+                "DaskSparseTensor needs dask: pip install 'tensorfact[dask]'"
+            ) from exc
+        return DaskSparseTensor
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
