@@ -14,11 +14,13 @@ import numpy as np
 from .. import _backend as B
 from .._validation import check_nonneg_float, check_positive_int, check_rank
 from ..formats import TensorFormat, as_format
+from ..formats._scale import safe_scale
 from ..tensors.cp import CPTensor
 from ._monitor import ConvergenceHistory, IterationMonitor, check_callback
 from ._results import CPALSResult
 
-__all__ = ["cp_als", "hadamard_grams", "initial_factors", "unit_columns", "zero_result"]
+__all__ = ["cp_als", "hadamard_grams", "initial_factors", "scaled_data", "unit_columns",
+           "zero_result"]
 
 logger = logging.getLogger("tensorfact.cp_als")
 
@@ -135,11 +137,14 @@ def cp_als(
             f"init must be 'svd', 'random', 'joint_schur' or a CPTensor, got {init!r}"
         )
 
+    data, scale, normX2 = scaled_data(data)
+    if normX2 == 0.0:
+        return zero_result(data, R)
     best: CPALSResult | None = None
     for run in range(n_init):
         run_init = init if run == 0 else "random"
         factors = initial_factors(data, R, run_init, gen)
-        res = _als(data, factors, max_iter=max_iter, tol=tol, l2_reg=l2_reg,
+        res = _als(data, factors, normX2, scale, max_iter=max_iter, tol=tol, l2_reg=l2_reg,
                    callback=callback, verbose=verbose)
         if best is None or res.rel_error < best.rel_error:
             best = res
@@ -204,6 +209,20 @@ def hadamard_grams(grams: list[Any], skip: int | None = None) -> Any:
     return H
 
 
+def scaled_data(data: TensorFormat) -> tuple[TensorFormat, float, float]:
+    """``(data, scale, ||data||^2)`` with data of extreme magnitude scaled by a power of two.
+
+    The solvers work on ``scale * X`` (see ``tensorfact.formats._scale``) and
+    divide their weights by ``scale``: results do not depend on the data's
+    units, even where ``||X||^2`` would overflow or underflow.
+    """
+    nsq = data.norm_sq()
+    data, scale = safe_scale(data, nsq)
+    if scale != 1.0:
+        nsq = data.norm_sq()
+    return data, scale, nsq
+
+
 def zero_result(data: TensorFormat, R: int) -> CPALSResult:
     """The exact answer for an all-zero tensor: the zero model, error 0."""
     xp = data.xp
@@ -213,15 +232,13 @@ def zero_result(data: TensorFormat, R: int) -> CPALSResult:
     return CPALSResult(cp, 0, True, 0.0, ConvergenceHistory((), ()))
 
 
-def _als(data: TensorFormat, init_factors: list[Any], *, max_iter: int, tol: float,
-         l2_reg: float, callback: Callback | None, verbose: bool) -> CPALSResult:
+def _als(data: TensorFormat, init_factors: list[Any], normX2: float, scale: float, *,
+         max_iter: int, tol: float, l2_reg: float, callback: Callback | None,
+         verbose: bool) -> CPALSResult:
     xp = data.xp
     N = len(data.shape)
     R = int(init_factors[0].shape[1])
     eps = B.finfo_eps(xp, data.dtype)
-    normX2 = data.norm_sq()
-    if normX2 == 0.0:
-        return zero_result(data, R)
 
     # unit columns for conditioning; the ALS iterates do not depend on this scaling
     factors = [init_factors[0]] + [unit_columns(xp, A)[0] for A in init_factors[1:]]
@@ -250,7 +267,7 @@ def _als(data: TensorFormat, init_factors: list[Any], *, max_iter: int, tol: flo
             if resid_sq < 100.0 * eps * normX2:  # cancellation: recompute exactly
                 resid_sq = data.residual_norm_sq(weights, factors)
             rel = math.sqrt(max(resid_sq, 0.0) / normX2)
-            if monitor.record(rel, partial(CPTensor, list(factors), weights=weights)):
+            if monitor.record(rel, partial(CPTensor, list(factors), weights=weights / scale)):
                 break
-    return CPALSResult(CPTensor(list(factors), weights=weights), monitor.n_iter,
+    return CPALSResult(CPTensor(list(factors), weights=weights / scale), monitor.n_iter,
                        monitor.converged, monitor.rel_error, monitor.history)

@@ -16,7 +16,7 @@ from .._validation import check_nonneg_float, check_positive_int, check_rank
 from ..formats import TensorFormat, as_format
 from ..tenalg._sampling import _check_threshold, krp_sampler
 from ..tensors.cp import CPTensor
-from ._cp_als import initial_factors, unit_columns, zero_result
+from ._cp_als import initial_factors, scaled_data, unit_columns, zero_result
 from ._monitor import IterationMonitor, check_callback
 from ._results import CPALSResult
 from ._sampled_lstsq import solve_sampled
@@ -206,17 +206,19 @@ def spals(
     if not (isinstance(init, CPTensor) or init in ("svd", "random")):
         raise ValueError(f"init must be 'random', 'svd' or a CPTensor, got {init!r}")
     gen = B.check_rng(rng)
-    normX2 = data.norm_sq()
+    data, scale, normX2 = scaled_data(data)
     if normX2 == 0.0:
         return zero_result(data, R)
     factors = initial_factors(data, R, init, gen)
-    return _sampled_als(data, factors, normX2, counts, gen, method=method, sampler=sampler,
+    return _sampled_als(data, factors, normX2, scale, counts, gen, method=method,
+                        sampler=sampler,
                         tau=tau,
                         max_iter=max_iter, tol=tol, exact_fit_every=exact_fit_every,
                         callback=callback, verbose=verbose)
 
 
-def _sampled_als(data: TensorFormat, init_factors: list[Any], normX2: float, counts: list[int],
+def _sampled_als(data: TensorFormat, init_factors: list[Any], normX2: float, scale: float,
+                 counts: list[int],
                  gen: np.random.Generator, *, method: str, sampler: str, tau: float | None,
                  max_iter: int,
                  tol: float, exact_fit_every: int | None, callback: Callback | None,
@@ -252,8 +254,8 @@ def _sampled_als(data: TensorFormat, init_factors: list[Any], normX2: float, cou
                 resid = data.residual_norm_sq(weights, factors)
             rel = math.sqrt(max(resid, 0.0) / normX2)
             finite = bool(xp.all(xp.isfinite(weights)))
-            if monitor.record(rel, partial(CPTensor, list(factors), weights=weights),
+            if monitor.record(rel, partial(CPTensor, list(factors), weights=weights / scale),
                               finite=finite):
                 break
-    return CPALSResult(CPTensor(list(factors), weights=weights), monitor.n_iter,
+    return CPALSResult(CPTensor(list(factors), weights=weights / scale), monitor.n_iter,
                        monitor.converged, monitor.rel_error, monitor.history)

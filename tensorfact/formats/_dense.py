@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from types import ModuleType
 from typing import Any
 
@@ -51,6 +52,7 @@ class DenseTensor:
         self.dtype = X.dtype
         self.like = X
         self._tree = DimensionTree(self.xp, X)
+        self._norm_sq: float | None = None
 
     def to_dense(self) -> Any:
         """The array itself."""
@@ -61,9 +63,21 @@ class DenseTensor:
         _check_finite(self.X, self.xp, name=name)
 
     def norm_sq(self) -> float:
-        """``||X||_F^2``."""
-        flat = self.xp.reshape(self.X, (-1,))
-        return B.to_float(self.xp.vecdot(flat, flat))
+        """``||X||_F^2`` (one pass, computed once and kept)."""
+        if self._norm_sq is None:
+            flat = self.xp.reshape(self.X, (-1,))
+            with warnings.catch_warnings():  # overflow gives inf: the solvers rescale
+                warnings.simplefilter("ignore", RuntimeWarning)
+                self._norm_sq = B.to_float(self.xp.vecdot(flat, flat))
+        return self._norm_sq
+
+    def max_abs(self) -> float:
+        """``max |X|`` (two reductions, no temporary of the tensor's size)."""
+        return max(B.to_float(self.xp.max(self.X)), -B.to_float(self.xp.min(self.X)))
+
+    def scaled(self, factor: float) -> DenseTensor:
+        """A ``DenseTensor`` of ``factor * X`` (a copy of the tensor)."""
+        return DenseTensor(self.X * factor, self.xp)
 
     def mttkrp(self, factors: Any, mode: int, /) -> Any:
         """MTTKRP of ``mode``, reusing the dimension-tree partial of the last call."""

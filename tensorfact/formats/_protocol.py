@@ -21,6 +21,11 @@ sparse store on disk) plugs into every solver by implementing one class:
                           :class:`SparseRows`
 ``check_finite(name)``    raise ``ValueError`` naming ``name`` on NaN/Inf
 ========================  ===================================================
+
+Optionally, ``max_abs()`` and ``scaled(factor)`` (a format of
+``factor * X``) let the solvers bring data of extreme magnitude into the
+floating-point range exactly (``tensorfact.formats._scale``); a format
+without them is used in its own units.
 """
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ the input is kept.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from types import ModuleType
 from typing import Any
@@ -326,7 +327,9 @@ class SparseTensor:
         v = self._values
         if v.dtype != xp.float64:
             v = xp.astype(v, xp.float64)
-        return B.to_float(xp.vecdot(v, v))  # no nnz-sized temporary
+        with warnings.catch_warnings():  # overflow gives inf: the solvers rescale
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return B.to_float(xp.vecdot(v, v))  # no nnz-sized temporary
 
     # ------------------------------------------------------------------ #
     # indexes
@@ -534,6 +537,17 @@ class SparseTensor:
     def norm_sq(self) -> float:
         """``||X||_F^2`` accumulated in float64."""
         return self._norm_sq_float64()
+
+    def max_abs(self) -> float:
+        """Largest magnitude of a stored value (0 for an empty tensor)."""
+        if self.nnz == 0:
+            return 0.0
+        v = self._values
+        return max(B.to_float(self._xp.max(v)), -B.to_float(self._xp.min(v)))
+
+    def scaled(self, factor: float) -> SparseTensor:
+        """The tensor with every value multiplied by ``factor`` (same coordinates)."""
+        return SparseTensor._trusted(self._xp, self._coords, self._values * factor, self._shape)
 
     def mode_gram(self, mode: int) -> Any:
         """``unfold(X, mode) @ unfold(X, mode).T`` computed sparsely (dense I_n x I_n)."""

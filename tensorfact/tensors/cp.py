@@ -169,13 +169,27 @@ class CPTensor(Frozen):
     def norm(self) -> Any:
         """Frobenius norm via ``w^T (G_0 * ... * G_{N-1}) w``, never densifying.
 
+        Computed on unit columns with a scaled weight vector, so the result is
+        finite and accurate whenever the norm itself is representable.
+
         Returns a 0-d array in the factors' namespace.
         """
         xp = self._xp
-        H = _hadamard(self._grams())
-        w = self._weights
-        sq = xp.sum(w[:, None] * H * w[None, :])
-        return xp.sqrt(xp.clip(sq, 0, None))
+        # unit columns and one scaled weight vector: no square leaves the range
+        # of the dtype whatever the factors' magnitude (||M|| = c sqrt(u^T H u))
+        u = self._weights
+        grams = []
+        for A in self._factors:
+            nrm = B.scaled_norm(xp, A, axis=0)
+            safe = xp.where(nrm > 0, nrm, xp.ones_like(nrm))
+            An = A / safe[None, :]
+            grams.append(xp.matrix_transpose(An) @ An)
+            u = u * nrm
+        c = xp.max(xp.abs(u))
+        un = u / xp.where(c > 0, c, xp.ones_like(c))
+        H = _hadamard(grams)
+        sq = xp.sum(un[:, None] * H * un[None, :])
+        return c * xp.sqrt(xp.clip(sq, 0, None))
 
     def inner(self, other: Any) -> Any:
         """Inner product with another ``CPTensor`` or a dense array of the same shape.
