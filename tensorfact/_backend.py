@@ -347,6 +347,23 @@ class SingularGramWarning(RuntimeWarning):
     """A symmetric positive semidefinite system was singular to working precision."""
 
 
+def scaled_norm(xp: ModuleType, x: Array, axis: int | None = None) -> Array:
+    """Euclidean norm that neither overflows nor underflows (scaled like LAPACK's ``nrm2``).
+
+    ``max|x| * sqrt(sum((x / max|x|)^2))`` along ``axis`` (all entries when
+    ``None``); 0 where ``x`` is all zero. One extra elementwise pass: meant
+    for factor matrices and vectors, not for whole tensors.
+    """
+    m = xp.max(xp.abs(x), axis=axis, keepdims=True)
+    safe = xp.where(m > 0, m, xp.ones_like(m))
+    y = x / safe
+    out = safe * xp.sqrt(xp.sum(y * y, axis=axis, keepdims=True))
+    out = xp.where(m > 0, out, xp.zeros_like(out))
+    if axis is None:
+        return xp.reshape(out, ())
+    return xp.squeeze(out, axis=axis)
+
+
 def spd_solve(xp: ModuleType, G: Array, B: Array, *, what: str = "Gram matrix") -> Array:
     """Solve ``G X = B`` for symmetric positive (semi)definite ``G`` (R x R).
 
