@@ -1,0 +1,265 @@
+"""A posteriori bound on the distance to an exact joint triangularizer.
+
+The derivation (first-order term, Weyl correction, the Gaussian noise model
+and the certified local bound) is written out in ``docs/joint.md``.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Any
+
+import numpy as np
+
+from ..._validation import check_nonneg_float
+from ._checks import check_orthogonal, check_stack
+from ._objective import congruence, gram_and_gradient, jacobian, lower_vec
+from ._results import BoundInvalidWarning, TriangularizationErrorBound
+
+__all__ = ["triangularization_error_bound"]
+
+_SQRT2 = math.sqrt(2.0)
+
+_NOISE_NORMS = ("fro", "spectral", "total", "gaussian")
+
+
+def triangularization_error_bound(
+    matrices: Any,
+    U: Any,
+    noise_level: float,
+    /,
+    *,
+    noise_norm: str = "fro",
+    failure_probability: float = 1e-6,
+    safety_factor: float | None = None,
+) -> TriangularizationErrorBound:
+    """A posteriori bound on the distance from ``U`` to an exact joint triangularizer.
+
+    The observed matrices are ``M'_n = M_n + Delta_n`` where the unknown
+    ``M_n`` are jointly diagonalizable with real, jointly distinct eigenvalues.
+    For any orthogonal ``U`` (e.g. the output of :func:`tensorfact.joint_triangularize`)
+    this returns a number ``beta`` computed only from ``M'``, ``U`` and the
+    noise level such that ``min_{U0} ||U - U0||_F <= beta`` over the exact
+    joint triangularizers ``U0`` of the ``M_n``.
+
+    With ``T'_n = U^T M'_n U``, residual ``r = (strictly_lower(T'_n))_n``,
+    Jacobian ``J: A -> (strictly_lower([T'_n, A]))_n`` on skew-symmetric
+    ``A`` (orthonormal coordinates), ``gap = sigma_min(J)`` and Gauss-Newton
+    step ``g = J^+ r``, the error ``x = ||A||_F`` of ``U = U0 expm(A)`` is to
+    first order ``||J0^+ (r - e)||`` with ``e`` the strictly lower part of
+    the rotated noise, hence at most
+
+    ``first_order = ||g|| + noise_term``,
+
+    ``noise_term = eta / gap`` (worst-case norms, ``eta >= ||e||``) or
+    ``eps (||J^+||_F + t ||J^+||_2)`` (Gaussian, ``t`` from the failure
+    probability). The returned bound is
+    ``safety_factor * first_order / (1 - nonlinearity)``: the
+    ``1 / (1 - nonlinearity)`` factor is the Weyl correction of the gap for
+    the (estimated) change of the Jacobian between ``U`` and ``U0``, the
+    safety factor a margin for the remaining second-order terms. For the
+    worst-case norms it defaults to 2: noise pointing along the most
+    sensitive direction makes the first-order value exact to first order, so
+    second-order terms can push the error above it (measured: 1.064 times it
+    at ``sigma = 1.3e-3``). For ``"gaussian"`` it defaults to 1: the
+    concentration term already leaves a measured margin (true error at most
+    0.61 of the bound on 993 random Gaussian-noise problems). Both are checked in the
+    documentation page "Joint triangularization".
+    ``certified`` is a local bound with every second-order term bounded in
+    the worst case (smallest fixed point of the inequality derived there);
+    it is rigorous for the exact triangularizer in whose basin ``U`` lies
+    but often ``inf`` at moderate noise.
+
+    Parameters
+    ----------
+    matrices : array of shape (N, d, d)
+        The observed (noisy) matrices ``M'_n``.
+    U : (d, d) orthogonal array
+        The approximate joint triangularizer to assess.
+    noise_level : float
+        ``epsilon >= 0``, interpreted by ``noise_norm``.
+    noise_norm : {"fro", "spectral", "total", "gaussian"}
+        ``"fro"``: ``||Delta_n||_F <= epsilon`` for every n (worst case);
+        ``"spectral"``: ``||Delta_n||_2 <= epsilon`` for every n (worst case);
+        ``"total"``: ``sqrt(sum_n ||Delta_n||_F^2) <= epsilon`` (worst case);
+        ``"gaussian"``: the entries of every ``Delta_n`` are independent
+        ``N(0, epsilon^2)``; the bound then holds with probability at least
+        ``1 - failure_probability`` (Gaussian concentration, see the docs)
+        and is much tighter than the worst case.
+    failure_probability : float in (0, 1)
+        Only for ``"gaussian"``.
+    safety_factor : float >= 1, optional
+        Multiplies the (Weyl-corrected) first-order bound. Default: 2 for
+        ``"fro"``, ``"spectral"`` and ``"total"``, 1 for ``"gaussian"``.
+
+    Returns
+    -------
+    TriangularizationErrorBound
+        The bound and its ingredients (residual, gap, Gauss-Newton step norm,
+        noise term, nonlinearity ratio).
+
+    Warns
+    -----
+    BoundInvalidWarning
+        When the gap is too small compared with the noise and residual for
+        the linearisation to hold (no fixed point): ``bound`` is ``inf``.
+
+    Raises
+    ------
+    ValueError
+        Bad stack, non-orthogonal or mis-shaped ``U``, negative
+        ``noise_level``, unknown ``noise_norm``, ``failure_probability``
+        outside (0, 1), ``safety_factor`` below 1.
+
+    References
+    ----------
+    Colombo & Vlassis, "A posteriori error bounds for joint matrix
+    decomposition problems", NeurIPS 2016.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(1)
+    >>> V = rng.standard_normal((4, 4))
+    >>> M = np.stack([V @ np.diag(rng.standard_normal(4)) @ np.linalg.inv(V) for _ in range(3)])
+    >>> W = rng.standard_normal(M.shape)
+    >>> W /= np.linalg.norm(W, axis=(1, 2), keepdims=True)
+    >>> from tensorfact import joint_triangularize
+    >>> res = joint_triangularize(M + 1e-6 * W, rng=0)
+    >>> eb = triangularization_error_bound(M + 1e-6 * W, res.U, 1e-6)
+    >>> 0 < eb.bound < 1e-3
+    True
+    """
+    _, _, Mp = check_stack(matrices)
+    N, d, _ = Mp.shape
+    Un = check_orthogonal(U, d)
+    eps_in = check_nonneg_float(noise_level, "noise_level")
+    if noise_norm not in _NOISE_NORMS:
+        raise ValueError(f"noise_norm must be one of {_NOISE_NORMS}, got {noise_norm!r}")
+    fp = float(failure_probability)
+    if not 0.0 < fp < 1.0:
+        raise ValueError(f"failure_probability must be in (0, 1), got {failure_probability!r}")
+    if safety_factor is None:
+        safety = 1.0 if noise_norm == "gaussian" else 2.0
+    else:
+        safety = float(safety_factor)
+    if not (math.isfinite(safety) and safety >= 1.0):
+        raise ValueError(f"safety_factor must be a finite number >= 1, got {safety_factor!r}")
+    nan = float("nan")
+    if d == 1:
+        return TriangularizationErrorBound(0.0, 0.0, 0.0, 0.0, math.inf, 0.0, 0.0, 0.0,
+                                           eps_in, noise_norm, 1.0)
+
+    T = congruence(Un, Mp)
+    r = lower_vec(T)
+    G, Jtr = gram_and_gradient(T)
+    w, Vg = np.linalg.eigh(G)
+    w = np.clip(w, 0.0, None)
+    s_all = np.sqrt(w)
+    smax = float(s_all[-1])
+    eps = np.finfo(np.float64).eps
+    if s_all[0] <= 1e4 * eps * max(smax, 1.0) * math.sqrt(w.size):
+        # eigvalsh of the Gram matrix is too coarse here: use the SVD of J
+        s_all = np.sort(np.linalg.svd(jacobian(T).toarray(), compute_uv=False))
+    gap = float(s_all[0])
+    if gap > 0:
+        g = Vg @ ((Vg.T @ Jtr) / np.where(w > 0, w, 1.0))
+    else:
+        g = np.zeros_like(Jtr)
+    step = float(np.linalg.norm(g))
+    res_norm = float(np.linalg.norm(r))
+    Jg2 = float(g @ (G @ g))
+    r_perp = math.sqrt(max(res_norm**2 - Jg2, 0.0))
+    tau = math.sqrt(float(np.sum(np.linalg.norm(Mp, ord=2, axis=(1, 2)) ** 2)))
+    m = d * (d - 1) // 2
+
+    # noise ingredients: eps2 >= sqrt(sum ||Delta_n||_2^2), noise(s_i) >= ||J0^+ e||
+    if noise_norm == "fro":
+        eps2 = math.sqrt(N) * eps_in
+        eta = math.sqrt(N) * eps_in
+        prob = 1.0
+    elif noise_norm == "spectral":
+        eps2 = math.sqrt(N) * eps_in
+        eta = math.sqrt(N * d) * eps_in
+        prob = 1.0
+    elif noise_norm == "total":
+        eps2 = eps_in
+        eta = eps_in
+        prob = 1.0
+    else:
+        # two Gaussian-concentration events, each failing with prob <= fp / 2
+        t = math.sqrt(2.0 * math.log(2.0 / fp))
+        eps2 = eps_in * (math.sqrt(N * (4.0 * d + 1.0)) + t)
+        eta = nan
+        prob = 1.0 - fp
+
+    def noise_term(delta: float) -> float:
+        sh = s_all - delta
+        if sh[0] <= 0:
+            return math.inf
+        if noise_norm == "gaussian":
+            return eps_in * (math.sqrt(float(np.sum(1.0 / sh**2))) + t / float(sh[0]))
+        return eta / float(sh[0])
+
+    def f(x: float) -> tuple[float, float]:
+        # certified local bound: x <= f(x) with worst-case second-order terms
+        delta = 2.0 * (_SQRT2 * tau * x + eps2)
+        s = gap - delta
+        if s <= 0:
+            return math.inf, math.inf
+        val = (step * (1.0 + delta / s) + delta * r_perp / s**2 + noise_term(delta)
+               + (2.0 * eps2 * x + _SQRT2 * tau * x * x) / s)
+        return val, delta / gap
+
+    # ---- first-order bound, Weyl-corrected (the returned ``bound``)
+    noise0 = noise_term(0.0)
+    first = step + noise0
+    # estimated relative size of the second-order terms: the Jacobian moves by
+    # about 2 (||[T, A]|| + eps2); ||[T, A]|| is estimated by sqrt(2) times its
+    # strictly-lower part J0 a = P_{J0}(r - e - q), whose size is about
+    # ||J g|| + ||P e|| (the residual orthogonal to the range does not count);
+    # ||P e|| <= eta (worst case), ~ eps (sqrt(m) + t) (Gaussian, m-dim projection)
+    e_proj = eta if noise_norm != "gaussian" else eps_in * (math.sqrt(m) + t)
+    nonlin = (2.0 * (_SQRT2 * (math.sqrt(max(Jg2, 0.0)) + e_proj) + eps2) / gap
+              if gap > 0 else math.inf)
+    tiny_gap = gap <= 1e4 * eps * max(smax, 1.0)
+    if not tiny_gap and nonlin < 1.0 and math.isfinite(first):
+        bound = safety * first / (1.0 - nonlin)
+    else:
+        bound = math.inf
+
+    # ---- certified (worst-case second-order) local bound: smallest fixed point of f
+    x = 0.0
+    certified = math.inf
+    for _ in range(500):
+        fx, _r = f(x)
+        if not math.isfinite(fx):
+            break
+        if fx <= x * (1 + 1e-12) + 1e-300:
+            certified = fx
+            break
+        x = fx
+    if not math.isfinite(bound):
+        warnings.warn(
+            "triangularization_error_bound: the linearised residual operator's smallest "
+            f"singular value (gap={gap:.3e}) is too small for the noise level and residual "
+            f"(estimated second-order ratio {nonlin:.2f} >= 1); returning inf. The joint "
+            "eigenvalues may be (nearly) repeated, the noise too large, or U too far from "
+            "a triangularizer.",
+            BoundInvalidWarning,
+            stacklevel=2,
+        )
+    return TriangularizationErrorBound(
+        bound=float(bound),
+        first_order=float(first),
+        certified=float(certified),
+        residual=res_norm,
+        gap=gap,
+        step_norm=step,
+        noise_term=float(noise0),
+        nonlinearity=float(nonlin),
+        noise_level=eps_in,
+        noise_norm=noise_norm,
+        probability=prob,
+    )

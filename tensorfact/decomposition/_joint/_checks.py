@@ -1,0 +1,68 @@
+"""Validation of the matrix stacks and orthogonal matrices of the joint functions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ... import _backend as B
+
+__all__ = ["check_orthogonal", "check_stack"]
+
+
+def check_stack(matrices: Any, *, name: str = "matrices",
+                finite: bool = True) -> tuple[Any, Any, np.ndarray]:
+    """Validate an (N, d, d) stack; return (xp, the float array, host float64 copy).
+
+    ``finite=False`` skips the NaN/Inf test (the solver's iteration monitor
+    then raises ``FloatingPointError`` on the non-finite loss).
+    """
+    if isinstance(matrices, (list, tuple)):
+        if len(matrices) == 0:
+            raise ValueError(f"{name} is empty (N=0); pass at least one d x d matrix")
+        xp = B.namespace(*matrices)
+        try:
+            matrices = xp.stack([xp.asarray(m) for m in matrices])
+        except Exception as exc:
+            raise ValueError(f"{name}: the matrices must all have the same shape ({exc})") from exc
+    if not hasattr(matrices, "shape") or not hasattr(matrices, "dtype"):
+        raise TypeError(
+            f"{name} must be an array of shape (N, d, d), got {type(matrices).__name__}"
+        )
+    xp = B.namespace(matrices)
+    shape = tuple(int(s) for s in matrices.shape)
+    if len(shape) == 2:
+        raise ValueError(
+            f"{name} must have shape (N, d, d); got a single matrix of shape {shape} "
+            "(use matrices[None] for N=1)"
+        )
+    if len(shape) != 3:
+        raise ValueError(f"{name} must have shape (N, d, d), got shape {shape}")
+    if shape[0] == 0:
+        raise ValueError(f"{name} is empty (N=0); pass at least one d x d matrix")
+    if shape[1] != shape[2]:
+        raise ValueError(f"{name} must hold square matrices, got shape {shape}")
+    if shape[1] == 0:
+        raise ValueError(f"{name} holds 0 x 0 matrices")
+    X = B.as_float_array(matrices, xp, name=name)
+    host = np.array(B.to_numpy(X), dtype=np.float64)  # documented host copy (small)
+    if finite and not np.all(np.isfinite(host)):
+        raise ValueError(f"{name} contains NaN or Inf values")
+    return xp, X, host
+
+
+def check_orthogonal(U: Any, d: int, *, name: str = "U") -> np.ndarray:
+    """Validate a (d, d) orthogonal matrix; return a host float64 copy."""
+    if not hasattr(U, "shape"):
+        raise TypeError(f"{name} must be a (d, d) array, got {type(U).__name__}")
+    Un = np.array(B.to_numpy(U), dtype=np.float64)
+    if Un.shape != (d, d):
+        raise ValueError(f"{name} must have shape ({d}, {d}) to match the matrices, got {Un.shape}")
+    if not np.all(np.isfinite(Un)):
+        raise ValueError(f"{name} contains NaN or Inf values")
+    dev = np.linalg.norm(Un.T @ Un - np.eye(d))
+    if dev > 1e-6:
+        raise ValueError(f"{name} must be orthogonal (||U^T U - I||_F = {dev:.2e})")
+    return Un
+
