@@ -196,7 +196,14 @@ def as_float_array(x: Array, xp: ModuleType, *, name: str = "X") -> Array:
     half precision to float32; complex input raises ``TypeError``. Floating
     float32/float64 input is returned unchanged (no copy).
     """
+    if isinstance(x, np.ma.MaskedArray):
+        raise TypeError(
+            f"{name} is a NumPy masked array; its mask would be ignored: pass "
+            f"{name}.filled(value) or the plain data"
+        )
     dt = x.dtype
+    if isinstance(dt, np.dtype) and dt.kind not in "biufc":
+        raise TypeError(f"{name} has dtype {dt}; expected a real numeric dtype")
     if xp.isdtype(dt, "complex floating"):
         raise TypeError(f"{name} has complex dtype {dt}; only real floating tensors are supported")
     if xp.isdtype(dt, "real floating"):

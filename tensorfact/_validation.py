@@ -176,3 +176,38 @@ def check_factor_dtypes(factors: Any, xp: ModuleType, *, name: str = "factors") 
                 f"{name}[{i}] has dtype {A.dtype} but {name}[0] has {dt}; use one dtype"
             )
     return dt
+
+
+def physical_memory_bytes() -> int:
+    """This machine's physical memory in bytes (2**63 - 1 where unknown)."""
+    try:
+        import os
+
+        return int(os.sysconf("SC_PHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX
+        return (1 << 63) - 1
+
+
+def check_allocation(n_elements: int, itemsize: int, what: str) -> None:
+    """Refuse, before allocating, an array larger than this machine's memory.
+
+    Raises ``ValueError`` giving the size (instead of a ``MemoryError`` or an
+    out-of-memory kill part-way through).
+    """
+    size = int(n_elements) * int(itemsize)
+    limit = physical_memory_bytes()
+    if size > limit:
+        raise ValueError(
+            f"{what} would need {size / 2**30:,.1f} GiB ({n_elements:,} elements), more than "
+            f"this machine's {limit / 2**30:,.1f} GiB of memory"
+        )
+
+
+def check_index(value: Any, name: str, n: int) -> int:
+    """An integer (Python or NumPy, not bool) in ``[-n, n)``, returned in ``[0, n)``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {value!r}")
+    v = int(value)
+    if not -n <= v < n:
+        raise ValueError(f"{name}={v} is out of range for {n} entries")
+    return v % n

@@ -19,11 +19,13 @@ import gzip
 import io
 import os
 import warnings
+import zlib
 from collections.abc import Sequence
 from typing import IO, Any
 
 import numpy as np
 
+from .._validation import check_shape
 from ..formats import SparseTensor
 
 __all__ = ["read_tns", "write_tns"]
@@ -89,7 +91,7 @@ def _locate(path: str, block: bytes, first: int, ncols: int | None, n_idx: int |
                                          f"{raw.decode(errors='replace').strip()!r}")
         m = n_idx if n_idx is not None else len(nums)
         for c, v in enumerate(nums[:m]):
-            if v != v or v != int(v) or abs(v) >= _MAX_EXACT:
+            if v != v or abs(v) >= _MAX_EXACT or v != int(v):
                 return _line_error(path, ln, f"index in column {c + 1} is not an integer: "
                                              f"{toks[c].decode(errors='replace')}")
             if int(v) < index_base:
@@ -153,14 +155,33 @@ def read_tns(path: str | os.PathLike[str], /, *, shape: Sequence[int] | None = N
     ((2, 3, 2), 2)
     """
     p = os.fspath(path)
-    dims = tuple(int(s) for s in shape) if shape is not None else None
-    if dims is not None and any(d < 1 for d in dims):
-        raise ValueError(f"shape must contain positive sizes, got {dims}")
+    dims = check_shape(shape, "shape") if shape is not None else None
     if isinstance(index_base, bool) or not isinstance(index_base, (int, np.integer)):
         raise TypeError(f"index_base must be an integer, got {index_base!r}")
     dt = np.dtype(dtype)
     if dt not in (np.float32, np.float64):
         raise TypeError(f"dtype must be float32 or float64, got {dt}")
+    try:
+        parts = _read_blocks(p, block_bytes, dt, index_base, dims, has_values)
+    except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+        raise ValueError(f"{p}: not a readable gzip file (truncated or corrupt): {exc}") from None
+    idx_parts, val_parts, ncols, n_idx = parts
+    if ncols is None or n_idx is None:
+        if dims is not None:  # an empty tensor of a known shape
+            return SparseTensor(np.zeros((0, len(dims)), dtype=np.int64), np.zeros(0, dtype=dt),
+                                dims)
+        raise ValueError(f"{p}: no data lines found (pass shape= to read an empty tensor)")
+    coords = np.concatenate(idx_parts, axis=0) if len(idx_parts) > 1 else idx_parts[0]
+    values = np.concatenate(val_parts) if len(val_parts) > 1 else val_parts[0]
+    if dims is None:
+        dims = tuple(int(v) + 1 for v in coords.max(axis=0))
+    # indices and values were validated above
+    return SparseTensor(coords, values, dims, check=False)
+
+
+def _read_blocks(p: str, block_bytes: int, dt: np.dtype, index_base: int,
+                 dims: tuple[int, ...] | None, has_values: bool | None
+                 ) -> tuple[list[np.ndarray], list[np.ndarray], int | None, int | None]:
     ncols: int | None = None
     n_idx: int | None = None
     idx_parts: list[np.ndarray] = []
@@ -191,16 +212,29 @@ def read_tns(path: str | os.PathLike[str], /, *, shape: Sequence[int] | None = N
             if not ok:
                 raise _locate(p, block, first, ncols, n_idx, index_base, dims, has_values)
             idx_parts.append(idx.astype(np.int64) - index_base)
-            val_parts.append(vals.astype(dt) if vals is not None
-                             else np.ones(A.shape[0], dtype=dt))
-    if ncols is None or n_idx is None:
-        raise ValueError(f"{p}: no data lines found")
-    coords = np.concatenate(idx_parts, axis=0) if len(idx_parts) > 1 else idx_parts[0]
-    values = np.concatenate(val_parts) if len(val_parts) > 1 else val_parts[0]
-    if dims is None:
-        dims = tuple(int(v) + 1 for v in coords.max(axis=0))
-    # indices and values were validated above
-    return SparseTensor(coords, values, dims, check=False)
+            if vals is None:
+                val_parts.append(np.ones(A.shape[0], dtype=dt))
+                continue
+            with np.errstate(over="ignore"):
+                cast = vals.astype(dt)
+            if not bool(np.all(np.isfinite(cast))):
+                k = int(np.argmin(np.isfinite(cast)))
+                raise _line_error(p, _data_line(block, first, k),
+                                  f"value {float(vals[k])!r} does not fit in {dt}; read with "
+                                  "dtype=np.float64")
+            val_parts.append(cast)
+    return idx_parts, val_parts, ncols, n_idx
+
+
+def _data_line(block: bytes, first: int, k: int) -> int:
+    """Line number of the ``k``-th data line (comments and blanks skipped) of a block."""
+    seen = -1
+    for j, raw in enumerate(block.split(b"\n")):
+        if raw.split(b"#", 1)[0].strip():
+            seen += 1
+            if seen == k:
+                return first + j
+    return first
 
 
 def _n_index_columns(path: str, ncols: int, dims: tuple[int, ...] | None,
@@ -240,6 +274,8 @@ def write_tns(path: str | os.PathLike[str], X: SparseTensor, /, *, index_base: i
     """
     if not isinstance(X, SparseTensor):
         raise TypeError(f"X must be a SparseTensor, got {type(X).__name__}")
+    if isinstance(index_base, bool) or not isinstance(index_base, (int, np.integer)):
+        raise TypeError(f"index_base must be an integer, got {index_base!r}")
     from .. import _backend as B
 
     coords = B.to_numpy(X.coords) + int(index_base)

@@ -205,6 +205,11 @@ def _as_rows(xp: ModuleType, rows: Any, like: Any, n_columns: int | None, n_rows
         if check_finite and not bool(xp.all(xp.isfinite(v))):
             raise ValueError("rhs returned NaN or Inf")
         return SparseRows(r, c, v, int(n_columns))
+    if not B.is_array(rows):
+        raise TypeError(
+            f"rhs must return an array of shape ({n_rows}, m) or a (row, col, value) triplet, "
+            f"got {type(rows).__name__}"
+        )
     B.namespace(like, rows)
     if rows.ndim != 2 or int(rows.shape[0]) != n_rows:
         raise ValueError(

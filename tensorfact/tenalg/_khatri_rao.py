@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .. import _backend as B
+from .._validation import check_allocation, check_index
 
 __all__ = ["khatri_rao", "krp_rows"]
 
@@ -43,7 +44,7 @@ def khatri_rao(factors: Sequence[Any], /, *, weights: Any = None, skip: int | No
     weights : (R,) array, optional
         Multiplies the columns of the result.
     skip : int, optional
-        Index of a factor to leave out.
+        Index of a factor to leave out (negative values count from the end).
 
     Returns
     -------
@@ -56,10 +57,17 @@ def khatri_rao(factors: Sequence[Any], /, *, weights: Any = None, skip: int | No
     >>> khatri_rao([A, Bm]).shape
     (6, 2)
     """
+    if not isinstance(factors, (list, tuple)):
+        raise TypeError(f"factors must be a list or tuple of matrices, got {type(factors).__name__}")
+    if skip is not None:
+        skip = check_index(skip, "skip", len(factors))
     mats = [A for i, A in enumerate(factors) if i != skip]
-    _check_factors(mats)
+    R = _check_factors(mats)
     xp = B.namespace(*mats, weights)
-    R = mats[0].shape[1]
+    if weights is not None and tuple(weights.shape) != (R,):
+        raise ValueError(f"weights must have shape ({R},), got {tuple(weights.shape)}")
+    check_allocation(math.prod(int(A.shape[0]) for A in mats) * R,
+                     int(getattr(mats[0].dtype, "itemsize", 8)), "the Khatri-Rao product")
     out = mats[0]
     if weights is not None:
         out = out * weights[None, :]

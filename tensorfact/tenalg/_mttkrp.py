@@ -27,6 +27,7 @@ from types import ModuleType
 from typing import Any
 
 from .. import _backend as B
+from .._validation import check_index
 from ._khatri_rao import _check_factors, khatri_rao
 
 __all__ = ["DimensionTree", "mttkrp", "mttkrp_sweep"]
@@ -45,11 +46,7 @@ def _check_mttkrp_args(X: Any, factors: Sequence[Any], mode: Any) -> int:
             raise ValueError(
                 f"factors[{m}] has {A.shape[0]} rows but mode {m} of X has size {X.shape[m]}"
             )
-    if isinstance(mode, bool) or not isinstance(mode, int):
-        raise TypeError(f"mode must be an integer, got {mode!r}")
-    if not -X.ndim <= mode < X.ndim:
-        raise ValueError(f"mode={mode} is out of range for a tensor with {X.ndim} modes")
-    return mode % X.ndim
+    return check_index(mode, "mode", X.ndim)
 
 
 def mttkrp(X: Any, factors: Sequence[Any], /, mode: int) -> Any:
@@ -90,7 +87,13 @@ def mttkrp(X: Any, factors: Sequence[Any], /, mode: int) -> Any:
         return X.mttkrp(factors, mode)
     n = _check_mttkrp_args(X, factors, mode)
     xp = B.namespace(X, *factors)
-    return _mttkrp(xp, X, list(factors), n)
+    X = B.as_float_array(X, xp, name="X")
+    facs = [B.as_float_array(A, xp, name=f"factors[{m}]") for m, A in enumerate(factors)]
+    # one dtype for the products (NumPy promotes by itself, torch refuses mixed GEMMs)
+    dt = xp.result_type(X.dtype, *(A.dtype for A in facs))
+    X = X if X.dtype == dt else xp.astype(X, dt)
+    facs = [A if A.dtype == dt else xp.astype(A, dt) for A in facs]
+    return _mttkrp(xp, X, facs, n)
 
 
 def _plan_single(shape: tuple[int, ...], n: int, R: int) -> tuple[str, int]:

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from .. import _backend as B
+from .._validation import check_allocation
 from ._khatri_rao import _check_factors
 from ._leverage import _leverage, leverage_from_gram
 
@@ -163,8 +164,10 @@ def sample_krp_rows(
     xp = B.namespace(*factors)
     if isinstance(n_samples, bool) or not isinstance(n_samples, (int, np.integer)) or n_samples < 1:
         raise ValueError(f"n_samples must be a positive integer, got {n_samples!r}")
+    n_samples = int(n_samples)
     gen = B.check_rng(rng)
     dims = tuple(int(A.shape[0]) for A in factors)
+    check_allocation(int(n_samples) * (len(factors) + 3), 8, f"n_samples={n_samples} draws")
     if sampler == "exact":
         if scores is not None:
             raise ValueError("scores cannot be given with sampler='exact'")

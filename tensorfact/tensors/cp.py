@@ -70,7 +70,7 @@ class CPTensor(Frozen):
                     f"factors[{i}] must be a 2-D array of shape (I_{i}, rank), "
                     f"got {getattr(A, 'shape', type(A).__name__)}"
                 )
-        xp = B.namespace(*facs, weights)
+        xp = B.namespace(*facs, weights if B.is_array(weights) else None)
         R = int(facs[0].shape[1])
         for i, A in enumerate(facs):
             if int(A.shape[1]) != R:
@@ -84,8 +84,16 @@ class CPTensor(Frozen):
         if weights is None:
             weights = xp.ones((R,), dtype=dt, device=B.device(facs[0]))
         else:
-            if not hasattr(weights, "shape"):
-                weights = xp.asarray(weights, dtype=dt, device=B.device(facs[0]))
+            if not B.is_array(weights):
+                try:
+                    host = np.asarray(weights)
+                except (TypeError, ValueError) as exc:
+                    raise TypeError(f"weights must be an array or a sequence of numbers, "
+                                    f"got {type(weights).__name__}") from exc
+                weights = B.from_numpy(xp, B.as_float_array(host, B.namespace(host),
+                                                            name="weights"),
+                                       like=facs[0], dtype=dt)
+            weights = B.as_float_array(weights, xp, name="weights")  # complex: TypeError
             if tuple(weights.shape) != (R,):
                 raise ValueError(f"weights must have shape ({R},), got {tuple(weights.shape)}")
             if weights.dtype != dt:
