@@ -179,7 +179,7 @@ def check_factor_dtypes(factors: Any, xp: ModuleType, *, name: str = "factors") 
 
 
 def physical_memory_bytes() -> int:
-    """This machine's physical memory in bytes (2**63 - 1 where unknown)."""
+    """Physical memory of this machine in bytes (2**63 - 1 where unknown)."""
     try:
         import os
 

@@ -58,7 +58,9 @@ def khatri_rao(factors: Sequence[Any], /, *, weights: Any = None, skip: int | No
     (6, 2)
     """
     if not isinstance(factors, (list, tuple)):
-        raise TypeError(f"factors must be a list or tuple of matrices, got {type(factors).__name__}")
+        raise TypeError(
+            f"factors must be a list or tuple of matrices, got {type(factors).__name__}"
+        )
     if skip is not None:
         skip = check_index(skip, "skip", len(factors))
     mats = [A for i, A in enumerate(factors) if i != skip]
