@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from tensorfact._kernels import sparse as K
-from tensorfact.tenalg import mttkrp
 from tensorfact.formats.sparse import SparseTensor
+from tensorfact.tenalg import mttkrp
 
 
 def _random_sparse(rng, shape, density, skew_rows=False):
