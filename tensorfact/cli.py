@@ -9,7 +9,8 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -42,21 +43,64 @@ def _load_array(path: str, key: str | None) -> np.ndarray:
     return np.asarray(data)
 
 
-def _cmd_cp(args: argparse.Namespace) -> int:
-    from . import cp_als
+def _open_store(path: Path) -> Any:
+    from .formats import DaskSparseTensor
 
-    X = _load_array(args.file, args.key)
-    t0 = time.perf_counter()
-    res = cp_als(X, args.rank, init=args.init, max_iter=args.max_iter, tol=args.tol,
-                 rng=args.seed, verbose=args.progress)
-    elapsed = time.perf_counter() - t0
+    return DaskSparseTensor(path)
+
+
+@contextmanager
+def _scheduler(address: str | None) -> Iterator[None]:
+    """Run the block on a ``distributed.Client(address)`` (closed afterwards), if given."""
+    if address is None:
+        yield
+        return
+    try:
+        from distributed import Client
+    except ImportError:
+        raise SystemExit("tensorfact: --scheduler needs the distributed package "
+                         "(pip install distributed)") from None
+    try:
+        client = Client(address)  # timeout: dask's distributed.comm.timeouts.connect
+    except OSError as exc:
+        raise SystemExit(f"tensorfact: cannot connect to the scheduler at {address}: "
+                         f"{exc}") from None
+    with client:
+        yield
+
+
+def _cmd_cp(args: argparse.Namespace) -> int:
+    from . import cp_als, spals
+
+    path = Path(args.file)
+    store = path.is_dir()
+    if store:
+        X = _open_store(path)
+        what = (f"{X.shape} {X.dtype}, {X.nnz} nonzeros in {X.npartitions} partitions "
+                f"({X.store_nbytes / 2**20:.1f} MiB on disk)")
+    else:
+        X = _load_array(args.file, args.key)
+        what = f"{X.shape} {X.dtype}"
+    init = args.init or ("random" if store or args.method == "spals" else "svd")
+    with _scheduler(args.scheduler):
+        t0 = time.perf_counter()
+        if args.method == "als":
+            res = cp_als(X, args.rank, init=init, max_iter=args.max_iter, tol=args.tol,
+                         rng=args.seed, verbose=args.progress)
+        else:
+            res = spals(X, args.rank, init=init, max_iter=args.max_iter, tol=args.tol,
+                        exact_fit_every=args.max_iter, rng=args.seed, verbose=args.progress)
+        elapsed = time.perf_counter() - t0
     fit = 1.0 - res.rel_error
-    print(f"tensor      {X.shape} {X.dtype}")
+    print(f"tensor      {what}")
+    print(f"method      {args.method}, init {init}")
     print(f"rank        {args.rank}")
     print(f"iterations  {res.n_iter} (converged: {res.converged})")
     print(f"rel. error  {res.rel_error:.6e}")
     print(f"fit         {fit:.6f}")
     print(f"time        {elapsed:.3f} s ({elapsed / max(res.n_iter, 1) * 1e3:.2f} ms/iteration)")
+    if store:
+        print(f"read        {X.bytes_read / 2**20:.1f} MiB from the store")
     if args.out:
         weights, factors = res.cp
         arrays = {"weights": np.asarray(weights)}
@@ -67,17 +111,66 @@ def _cmd_cp(args: argparse.Namespace) -> int:
 
 
 def _add_cp(sub: Any) -> None:
-    p = sub.add_parser("cp", help="CP decomposition (CP-ALS) of a .npy/.npz tensor")
-    p.add_argument("file", help="tensor stored as .npy, or .npz (select with --key)")
-    p.add_argument("--rank", type=int, required=True, help="number of components")
-    p.add_argument("--key", default=None, help="array name inside an .npz file")
-    p.add_argument("--init", default="svd", choices=["svd", "random"])
-    p.add_argument("--max-iter", type=int, default=100)
-    p.add_argument("--tol", type=float, default=1e-8)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default=None, help="write weights and factors to this .npz")
-    p.add_argument("--progress", action="store_true", help="show a progress bar")
+    p = sub.add_parser(
+        "cp", help="CP decomposition (CP-ALS or SPALS) of a .npy/.npz tensor or a sparse store"
+    )
+    p.add_argument("file", help="tensor stored as .npy, .npz (select with --key), or a sparse "
+                                "store directory made by 'tensorfact convert' (read out of core)")
+    p.add_argument("--rank", type=int, required=True, help="number of components (required)")
+    p.add_argument("--method", default="als", choices=["als", "spals"],
+                   help="exact ALS or sampled ALS (SPALS) (default: %(default)s)")
+    p.add_argument("--key", default=None, help="array name inside an .npz file (default: its "
+                                               "only array)")
+    p.add_argument("--init", default=None, choices=["svd", "random"],
+                   help="initial factors (default: svd for arrays with als, random for stores "
+                        "and spals)")
+    p.add_argument("--max-iter", type=int, default=100,
+                   help="maximum number of sweeps (default: %(default)s)")
+    p.add_argument("--tol", type=float, default=1e-8,
+                   help="stop when the relative error changes less than this (default: "
+                        "%(default)s)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the random initialisation and samples (default: %(default)s)")
+    p.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                   help="run on the dask.distributed scheduler at this address (default: the "
+                        "local threaded scheduler)")
+    p.add_argument("--out", default=None,
+                   help="write weights and factors to this .npz (default: not written)")
+    p.add_argument("--progress", action="store_true",
+                   help="show a progress bar (default: off)")
     p.set_defaults(func=_cmd_cp)
+
+
+def _cmd_convert(args: argparse.Namespace) -> int:
+    from .formats import DaskSparseTensor
+
+    if args.partition_nnz < 1:
+        raise ValueError(f"--partition-nnz must be positive, got {args.partition_nnz}")
+    t0 = time.perf_counter()
+    X = DaskSparseTensor.from_tns(args.file, args.store, partition_nnz=args.partition_nnz,
+                                  index_base=args.index_base, progress=args.progress)
+    elapsed = time.perf_counter() - t0
+    print(f"tensor      {X.shape} {X.dtype}, {X.nnz} nonzeros")
+    print(f"store       {X.store} ({X.npartitions} partitions, "
+          f"{X.store_nbytes / 2**20:.1f} MiB)")
+    print(f"time        {elapsed:.3f} s")
+    return 0
+
+
+def _add_convert(sub: Any) -> None:
+    p = sub.add_parser(
+        "convert", help="convert a FROSTT .tns file into a partitioned sparse store (streaming)"
+    )
+    p.add_argument("file", help="FROSTT .tns file, or .tns.gz")
+    p.add_argument("store", help="new (or empty) directory for the store")
+    p.add_argument("--partition-nnz", type=int, default=1 << 23, metavar="N",
+                   help="target number of nonzeros per partition (default: %(default)s)")
+    p.add_argument("--index-base", type=int, default=1,
+                   help="index of the first element along a mode in the file (default: "
+                        "%(default)s, as in FROSTT)")
+    p.add_argument("--progress", action="store_true",
+                   help="show progress bars (default: off)")
+    p.set_defaults(func=_cmd_convert)
 
 
 #: name -> function adding the subcommand's parser
@@ -109,7 +202,8 @@ def _add_compress(sub: Any) -> None:
 
 
 SUBCOMMANDS: dict[str, Callable[[Any], None]] = {
-    "cp": _add_cp, "reproduce": _add_reproduce, "compress": _add_compress,
+    "cp": _add_cp, "convert": _add_convert, "reproduce": _add_reproduce,
+    "compress": _add_compress,
 }
 
 
@@ -136,8 +230,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args))
-    except (ValueError, TypeError) as exc:
-        print(f"tensorfact: error: {exc}", file=sys.stderr)
+    except (ValueError, TypeError, OSError, NotImplementedError, ArithmeticError,
+            ImportError) as exc:
+        msg = " ".join(str(exc).split())
+        print(f"tensorfact: error: {msg}", file=sys.stderr)
         return 2
 
 

@@ -56,3 +56,85 @@ def test_entry_point_runs():
     out = subprocess.run([sys.executable, "-m", "tensorfact.cli", "--version"],
                          capture_output=True, text=True, check=True)
     assert "tensorfact" in out.stdout
+
+
+# --------------------------------------------------------------------------- #
+# convert + cp on a sparse store
+# --------------------------------------------------------------------------- #
+@pytest.fixture
+def tiny_tns(tmp_path):
+    pytest.importorskip("dask")
+    from tensorfact.datasets import planted_sparse_cp, write_tns
+
+    X, _ = planted_sparse_cp((12, 10, 8), 2, 300, exact=True, rng=0)
+    path = tmp_path / "t.tns.gz"
+    write_tns(path, X)
+    return X, path
+
+
+def test_convert_then_cp_on_the_store(tiny_tns, tmp_path, capsys):
+    X, path = tiny_tns
+    store = tmp_path / "store"
+    assert main(["convert", str(path), str(store), "--partition-nnz", "80"]) == 0
+    text = capsys.readouterr().out
+    assert f"{X.nnz} nonzeros" in text and "partitions" in text
+    out = tmp_path / "f.npz"
+    assert main(["cp", str(store), "--rank", "2", "--max-iter", "50", "--init", "svd",
+                 "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "method      als, init svd" in text and "from the store" in text
+    with np.load(out, allow_pickle=False) as d:
+        cp = tensorfact.CPTensor([d[f"factor_{n}"] for n in range(3)], weights=d["weights"])
+    from tensorfact.datasets import read_tns
+
+    dense = read_tns(path).to_dense()  # the shape from the file's largest indices
+    assert np.linalg.norm(cp.to_dense() - dense) / np.linalg.norm(dense) < 1e-4
+    assert main(["cp", str(store), "--rank", "2", "--method", "spals", "--max-iter", "3"]) == 0
+    assert "method      spals, init random" in capsys.readouterr().out
+
+
+def test_cp_store_on_a_distributed_scheduler(tiny_tns, tmp_path, capsys, dask_client):
+    _, path = tiny_tns
+    store = tmp_path / "store"
+    assert main(["convert", str(path), str(store)]) == 0
+    address = dask_client.scheduler.address
+    assert main(["cp", str(store), "--rank", "2", "--max-iter", "2",
+                 "--scheduler", address]) == 0
+    assert "fit" in capsys.readouterr().out
+
+
+def test_convert_and_cp_errors_are_one_line(tiny_tns, tmp_path, capsys):
+    _, path = tiny_tns
+    bad = tmp_path / "bad.tns"
+    bad.write_text("1 1 1 1.0\n1 1 x 2.0\n")
+    assert main(["convert", str(bad), str(tmp_path / "s")]) == 2
+    err = capsys.readouterr().err
+    assert "line 2" in err and err.count("\n") == 1
+    store = tmp_path / "ok"
+    assert main(["convert", str(path), str(store)]) == 0
+    assert main(["convert", str(path), str(store)]) == 2  # not empty
+    assert "not an empty directory" in capsys.readouterr().err
+    (store / "primary-00000-values.npy").write_bytes(b"")
+    assert main(["cp", str(store), "--rank", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "primary-00000-values.npy is truncated" in err and err.count("\n") == 1
+    assert main(["convert", str(tmp_path / "none.tns"), str(tmp_path / "s2")]) == 2
+    assert "none.tns" in capsys.readouterr().err
+    (store / "primary-00000-values.npy").unlink()
+    assert main(["cp", str(store), "--rank", "2"]) == 2
+    assert "primary-00000-values.npy is missing" in capsys.readouterr().err
+    good = tmp_path / "good"
+    assert main(["convert", str(path), str(good)]) == 0
+    import dask
+
+    with dask.config.set({"distributed.comm.timeouts.connect": "1s"}), \
+            pytest.raises(SystemExit, match="cannot connect"):
+        main(["cp", str(good), "--rank", "2", "--scheduler", "tcp://127.0.0.1:1"])
+
+
+def test_help_lists_defaults(capsys):
+    for cmd in ("cp", "convert"):
+        with pytest.raises(SystemExit):
+            main([cmd, "--help"])
+        text = " ".join(capsys.readouterr().out.split())
+        assert text.count("default") >= 5 if cmd == "cp" else text.count("default") >= 3
