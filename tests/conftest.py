@@ -133,3 +133,24 @@ def dtype_name(request):
 @pytest.fixture
 def rng():
     return np.random.default_rng(12345)
+
+
+@pytest.fixture(scope="session")
+def dask_client():
+    """A real ``distributed`` cluster: two worker processes of one thread each.
+
+    The client is not made the default: a test runs its graphs on it inside
+    ``with dask_client.as_current():`` (what the library sees is then the
+    user's active client), and tests outside keep the local schedulers.
+    """
+    distributed = pytest.importorskip("distributed")
+    import logging
+
+    cluster = distributed.LocalCluster(n_workers=2, processes=True, threads_per_worker=1,
+                                       dashboard_address=None, silence_logs=logging.ERROR)
+    client = distributed.Client(cluster, set_as_default=False)
+    try:
+        yield client
+    finally:
+        client.close()
+        cluster.close()
