@@ -81,15 +81,15 @@ class Case:
 # --------------------------------------------------------------------------- #
 # registry
 # --------------------------------------------------------------------------- #
-def _kron_shapes(out_f: int, in_f: int) -> tuple[tuple[int, int], tuple[int, int]]:
-    from tensorfact.nn._kronecker import _candidate_shapes
+def _kron_shapes(out_f: int, in_f: int) -> tuple[tuple[int, ...], ...]:
+    from tensorfact.nn._planner import matmul_candidates
 
-    return _candidate_shapes((out_f, in_f), 1)[0]
+    return matmul_candidates((out_f, in_f))[0]
 
 
 def _kronecker_linear_cases(quick: bool) -> list[Case]:
     from tensorfact.nn import KroneckerLinear
-    from tensorfact.nn._kronecker import _kron_dense
+    from tensorfact.nn._common import kron_dense
 
     sizes = [(4096, 4096, 1, 256)]
     if not quick:
@@ -106,7 +106,7 @@ def _kronecker_linear_cases(quick: bool) -> list[Case]:
             dense = layer.to_dense()
 
             def materialise(x: Tensor) -> Tensor:
-                return F.linear(x, _kron_dense(layer.kron_a, layer.kron_b), layer.bias)
+                return F.linear(x, kron_dense(layer.kron_a, layer.kron_b), layer.bias)
 
             x = torch.randn(batch, in_f)
             return {"structured": layer, "dense": dense, "materialise": materialise}, x

@@ -1,13 +1,94 @@
-"""Small helpers shared by the structured layers."""
+"""Plumbing shared by the structured layers: checks, host-side random draws, dense views."""
 
 from __future__ import annotations
 
+import math
+import numbers
+from typing import Any
+
+import numpy as np
 import torch
 from torch import Tensor, nn
 
-__all__ = ["dense_linear"]
+from .._backend import check_rng
+from ..tensors import KroneckerTensor
+
+__all__ = [
+    "RNG", "StructuredLinear", "check_compression", "check_count", "dense_linear",
+    "fill_normal_", "host_float64", "host_normal", "host_uniform", "kron_dense", "set_submodule",
+    "to_torch",
+]
+
+#: the ``rng=`` argument of every layer and function that draws random numbers (SPEC 7)
+RNG = None | int | np.random.Generator
 
 
+# --------------------------------------------------------------------------- #
+# argument checks
+# --------------------------------------------------------------------------- #
+def check_count(value: Any, name: str) -> int:
+    """``value`` as an int >= 1: TypeError for a non-integer, ValueError for a bool or < 1."""
+    if isinstance(value, bool):
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be a positive integer, got {value!r}")
+    if int(value) < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def check_compression(value: Any, *, above: float = 0.0) -> float:
+    """A finite compression ratio ``> above`` as a float (TypeError for a non-number)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"compression must be a number, got {value!r}")
+    c = float(value)
+    if not (c > above and math.isfinite(c)):
+        raise ValueError(f"compression must be a finite number > {above:g}, got {value!r}")
+    return c
+
+
+# --------------------------------------------------------------------------- #
+# host <-> torch
+# --------------------------------------------------------------------------- #
+def _dtype(dtype: Any) -> torch.dtype:
+    return torch.get_default_dtype() if dtype is None else dtype
+
+
+def to_torch(array: np.ndarray, *, device: Any = None, dtype: Any = None) -> Tensor:
+    """A host NumPy array as a contiguous tensor on ``device`` in ``dtype`` (default dtype)."""
+    return torch.from_numpy(np.ascontiguousarray(array)).to(device=device, dtype=_dtype(dtype))
+
+
+def host_normal(rng: RNG, shape: tuple[int, ...], std: float, *, device: Any = None,
+                dtype: Any = None) -> Tensor:
+    """``N(0, std^2)`` draws made on the host from ``rng`` (SPEC 7), moved to ``device``."""
+    return to_torch(check_rng(rng).normal(0.0, std, size=shape), device=device, dtype=dtype)
+
+
+def host_uniform(rng: RNG, shape: tuple[int, ...], bound: float, *, device: Any = None,
+                 dtype: Any = None) -> Tensor:
+    """``U(-bound, bound)`` draws made on the host from ``rng``, moved to ``device``."""
+    return to_torch(check_rng(rng).uniform(-bound, bound, size=shape), device=device,
+                    dtype=dtype)
+
+
+def fill_normal_(param: Tensor, std: float, rng: RNG) -> None:
+    """Overwrite ``param`` with :func:`host_normal` draws (no autograd record)."""
+    with torch.no_grad():
+        param.copy_(host_normal(rng, tuple(param.shape), std, device=param.device,
+                                dtype=param.dtype))
+
+
+def host_float64(weight: Any) -> np.ndarray:
+    """A float64 host copy of a tensor or array (what the decompositions run on)."""
+    if isinstance(weight, Tensor):
+        return weight.detach().cpu().to(torch.float64).numpy()
+    return np.asarray(weight, dtype=np.float64)
+
+
+# --------------------------------------------------------------------------- #
+# modules
+# --------------------------------------------------------------------------- #
 def dense_linear(weight: Tensor, bias: Tensor | None) -> nn.Linear:
     """A new :class:`torch.nn.Linear` holding copies of ``weight`` (out, in) and ``bias``."""
     out_features, in_features = (int(s) for s in weight.shape)
@@ -18,3 +99,67 @@ def dense_linear(weight: Tensor, bias: Tensor | None) -> nn.Linear:
         if bias is not None and lin.bias is not None:
             lin.bias.copy_(bias)
     return lin
+
+
+def kron_dense(A: Tensor, B: Tensor) -> Tensor:
+    """``sum_r A[r] ⊗ B[r]`` for factors stacked over the rank (differentiable)."""
+    return KroneckerTensor([A, B]).to_dense()
+
+
+def set_submodule(model: nn.Module, name: str, new: nn.Module) -> None:
+    """Put ``new`` at the dotted ``name`` of ``model`` (its parent must exist)."""
+    parent_name, _, child = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, child, new)
+
+
+class StructuredLinear(nn.Module):
+    """Base of the linear layers with a structured weight (Kronecker, CP, PHM).
+
+    Holds ``in_features``, ``out_features`` and the optional bias (initialised
+    like :class:`torch.nn.Linear`'s); subclasses provide the differentiable
+    dense :meth:`weight` and their own factors.
+    """
+
+    in_features: int
+    out_features: int
+    bias: nn.Parameter | None
+
+    def _init_features(self, in_features: int, out_features: int) -> None:
+        for name, v in (("in_features", in_features), ("out_features", out_features)):
+            if isinstance(v, bool) or not isinstance(v, numbers.Integral) or int(v) < 1:
+                raise ValueError(f"in_features and out_features must be positive, got {name}={v!r}")
+        self.in_features, self.out_features = int(in_features), int(out_features)
+
+    def _make_bias(self, bias: bool, device: Any, dtype: Any) -> None:
+        """Register the (uninitialised) bias after the factors (parameter order as before)."""
+        if bias:
+            self.bias = nn.Parameter(torch.empty(self.out_features, device=device,
+                                                 dtype=_dtype(dtype)))
+        else:
+            self.register_parameter("bias", None)
+
+    def _reset_bias(self, rng: RNG) -> None:
+        """``U(-1/sqrt(in), 1/sqrt(in))``, :class:`torch.nn.Linear`'s default bias."""
+        if self.bias is not None:
+            b = self.bias
+            with torch.no_grad():
+                b.copy_(host_uniform(rng, tuple(b.shape), 1.0 / math.sqrt(self.in_features),
+                                     device=b.device, dtype=b.dtype))
+
+    def weight(self) -> Tensor:
+        """The dense weight ``(out_features, in_features)`` (formed on demand; differentiable)."""
+        raise NotImplementedError
+
+    def to_dense(self) -> nn.Linear:
+        """The equivalent :class:`torch.nn.Linear` (a new layer; weights copied)."""
+        with torch.no_grad():
+            return dense_linear(self.weight(), self.bias)
+
+    @property
+    def n_params(self) -> int:
+        """Number of parameters (shared ones counted once, bias included)."""
+        return sum(p.numel() for p in self.parameters())
+
+    def _features_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}"

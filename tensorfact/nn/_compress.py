@@ -12,19 +12,25 @@ from __future__ import annotations
 import copy
 import json
 import math
+import numbers
 import re
 import time
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass
-from typing import Any
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, replace
+from functools import partial
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
 from torch import nn
 
-from ._kronecker import KroneckerEmbedding, KroneckerLinear, KroneckerPlan, plan_kronecker
+from ._common import check_compression, check_count, set_submodule
+from ._kronecker import KroneckerEmbedding, KroneckerLinear
+from ._planner import KroneckerFit, KroneckerPlan, fit_kronecker
 
 __all__ = ["CompressionReport", "LayerReport", "compress", "compress_state_dict"]
+
+_T = TypeVar("_T")
 
 #: method -> module types it compresses (others are left as they are)
 _METHOD_TYPES: dict[str, tuple[str, ...]] = {
@@ -34,28 +40,45 @@ _METHOD_TYPES: dict[str, tuple[str, ...]] = {
     "cp": ("Linear",),
 }
 
+#: default of ``max_rel_error``: a structured weight keeping less than 19% of the
+#: weight's energy is left dense (random, structureless weights at 2x to 4x lose
+#: 60% to 77% of it, trained transformer weights at 2x about 60%)
+MAX_REL_ERROR = 0.9
+#: default of ``min_features``: layers with fewer input or output features (channels,
+#: table rows) than this stay dense
+MIN_FEATURES = 4
+
 
 @dataclass(frozen=True)
 class LayerReport:
-    """One compressed layer (a row of :class:`CompressionReport`).
+    """One selected layer (a row of :class:`CompressionReport`).
 
     Attributes
     ----------
     name : str
-        Module name in the model (or tensor name in a checkpoint).
+        Module name in the model (or tensor name in a checkpoint); the first
+        of its names when the module is used at several places.
     type : str
         Original module type (``"Linear"``, ``"Embedding"``, ``"Conv2d"``).
     new_type : str
-        Replacement type (e.g. ``"KroneckerLinear"``).
+        Replacement type (e.g. ``"KroneckerLinear"``); ``type`` when the
+        layer was left dense.
     shape : tuple of int
         Shape of the original weight.
     params_before, params_after : int
         Parameters of the module (bias included) before and after.
     rel_error : float
         ``||W - W_hat||_F / ||W||_F`` of the weight, as reported by the
-        decomposition (optimal for the chosen shapes and rank with GKPD).
+        decomposition (optimal for the chosen shapes and rank with GKPD); for
+        a layer left dense, that of the structured layer it was not replaced
+        by (NaN when none was computed).
     detail : str
         Shapes and rank of the factorization.
+    reason : str or None
+        Why the layer was left dense (``None`` when it was replaced).
+    aliases : tuple of str
+        The module's other names (weight tying: one module object at several
+        places of the model is replaced everywhere by one structured module).
     """
 
     name: str
@@ -66,6 +89,13 @@ class LayerReport:
     params_after: int
     rel_error: float
     detail: str
+    reason: str | None = None
+    aliases: tuple[str, ...] = ()
+
+    @property
+    def skipped(self) -> bool:
+        """Whether the layer was left dense (see :attr:`reason`)."""
+        return self.reason is not None
 
     @property
     def ratio(self) -> float:
@@ -80,10 +110,9 @@ class CompressionReport:
     Attributes
     ----------
     layers : tuple of LayerReport
-        Compressed layers, in module order.
-    skipped : tuple of (str, str)
-        ``(name, reason)`` for selected layers that were left dense (for
-        example, too small to reach the compression target).
+        Replaced layers, in module order.
+    kept_dense : tuple of LayerReport
+        Selected layers left dense, each with its :attr:`LayerReport.reason`.
     method : str
     compression : float
         Target ratio per layer.
@@ -91,15 +120,26 @@ class CompressionReport:
         Parameters of the whole model (0 for a checkpoint).
     seconds : float
         Wall time of the decompositions.
+    max_rel_error : float or None
+        The error above which a layer was left dense (``None``: no limit).
+    min_features : int
+        The feature count below which a layer was left dense.
     """
 
     layers: tuple[LayerReport, ...]
-    skipped: tuple[tuple[str, str], ...]
+    kept_dense: tuple[LayerReport, ...]
     method: str
     compression: float
     model_params_before: int
     model_params_after: int
     seconds: float
+    max_rel_error: float | None = MAX_REL_ERROR
+    min_features: int = MIN_FEATURES
+
+    @property
+    def skipped(self) -> tuple[tuple[str, str], ...]:
+        """``(name, reason)`` of every selected layer left dense."""
+        return tuple((r.name, r.reason or "") for r in self.kept_dense)
 
     @property
     def params_before(self) -> int:
@@ -140,8 +180,11 @@ class CompressionReport:
                          f"({self.model_params_before / max(self.model_params_after, 1):.2f}x)")
         extra.append(f"method {self.method}, target compression {self.compression:g} per layer, "
                      f"{self.seconds:.2f} s")
+        for r in self.layers:
+            if r.aliases:
+                extra.append(f"{r.name} is also at {', '.join(r.aliases)} (one shared module)")
         for name, why in self.skipped:
-            extra.append(f"skipped {name}: {why}")
+            extra.append(f"kept dense {name}: {why}")
         return text + "\n" + "\n".join(extra)
 
     def __str__(self) -> str:
@@ -150,6 +193,7 @@ class CompressionReport:
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (JSON-serialisable)."""
         d = asdict(self)
+        d["skipped"] = [list(p) for p in self.skipped]
         d["params_before"], d["params_after"] = self.params_before, self.params_after
         return d
 
@@ -160,15 +204,11 @@ def _selected(name: str, include: str | None, exclude: str | None) -> bool:
     return not (exclude is not None and re.search(exclude, name) is not None)
 
 
-def _check_common(method: str, compression: float, include: Any, exclude: Any) -> float:
+def _check_common(method: str, compression: float, include: Any, exclude: Any,
+                  max_rel_error: Any, min_features: Any) -> tuple[float, float | None, int]:
     if method not in _METHOD_TYPES:
         raise ValueError(f"method must be one of {sorted(_METHOD_TYPES)}, got {method!r}")
-    try:
-        c = float(compression)
-    except (TypeError, ValueError) as exc:
-        raise TypeError(f"compression must be a number, got {compression!r}") from exc
-    if not (c > 1.0 and math.isfinite(c)):
-        raise ValueError(f"compression must be a finite number > 1, got {compression!r}")
+    c = check_compression(compression, above=1.0)
     for label, pat in (("include", include), ("exclude", exclude)):
         if pat is not None:
             if not isinstance(pat, str):
@@ -177,71 +217,100 @@ def _check_common(method: str, compression: float, include: Any, exclude: Any) -
                 re.compile(pat)
             except re.error as exc:
                 raise ValueError(f"{label} is not a valid regular expression: {exc}") from exc
-    return c
+    limit = None
+    if max_rel_error is not None:
+        if isinstance(max_rel_error, bool) or not isinstance(max_rel_error, numbers.Real):
+            raise TypeError(f"max_rel_error must be a number or None, got {max_rel_error!r}")
+        limit = float(max_rel_error)
+        if not limit >= 0:
+            raise ValueError(f"max_rel_error must be >= 0, got {max_rel_error!r}")
+    return c, limit, check_count(min_features, "min_features")
 
 
 def _n_params(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-def _plan_of(layer: KroneckerLinear | KroneckerEmbedding) -> KroneckerPlan:
-    if layer.plan is None:  # pragma: no cover - from_linear / from_embedding always set it
-        raise RuntimeError("layer was not initialised from a dense layer")
-    return layer.plan
+def _features(module: nn.Module) -> dict[str, int]:
+    if isinstance(module, nn.Embedding):
+        return {"num_embeddings": module.num_embeddings, "embedding_dim": module.embedding_dim}
+    if isinstance(module, nn.Conv2d):
+        return {"in_channels": module.in_channels, "out_channels": module.out_channels}
+    if isinstance(module, nn.Linear):
+        return {"in_features": module.in_features, "out_features": module.out_features}
+    raise TypeError(f"cannot compress a {type(module).__name__}")  # pragma: no cover
+
+
+def _too_small(features: Mapping[str, int], min_features: int) -> str | None:
+    name, n = min(features.items(), key=lambda kv: kv[1])
+    if n < min_features:
+        return f"too small to gain from compression ({name} = {n} < min_features = {min_features})"
+    return None
 
 
 def _replace(module: nn.Module, method: str, compression: float,
-             max_candidates: int) -> tuple[nn.Module, float, str]:
-    """The compressed module, its weight's relative error and a description."""
+             max_candidates: int) -> tuple[nn.Module, Any]:
+    """The structured module and its plan (``rel_error`` and ``detail``)."""
+    new: Any
     if method == "cp" and isinstance(module, nn.Linear):
         from ._cp import CPLinear
 
-        cp = CPLinear.from_linear(module, compression=compression, rng=0)
-        if cp.plan is None:  # pragma: no cover - from_linear always sets it
-            raise RuntimeError("layer was not initialised from a dense layer")
-        q = cp.plan
-        return cp, q.rel_error, f"{q.out_shape}x{q.in_shape} CP rank {q.rank}"
-    if isinstance(module, nn.Linear):
+        new = CPLinear.from_linear(module, compression=compression, rng=0)
+    elif isinstance(module, nn.Linear):
         new = KroneckerLinear.from_linear(module, compression=compression,
                                           max_candidates=max_candidates)
-        p = _plan_of(new)
-        return new, p.rel_error, f"{p.a_shape}x{p.b_shape} rank {p.rank}"
-    if isinstance(module, nn.Embedding):
-        emb = KroneckerEmbedding.from_embedding(module, compression=compression,
+    elif isinstance(module, nn.Embedding):
+        new = KroneckerEmbedding.from_embedding(module, compression=compression,
                                                 max_candidates=max_candidates)
-        p = _plan_of(emb)
-        return emb, p.rel_error, f"{p.a_shape}x{p.b_shape} rank {p.rank}"
-    if isinstance(module, nn.Conv2d):
-        import tensorfact.nn as tnn
+    elif isinstance(module, nn.Conv2d):
+        from ._conv import GKPDConv2d, SeKronConv2d
 
-        cls_name = "SeKronConv2d" if method == "sekron" else "GKPDConv2d"
-        cls = getattr(tnn, cls_name, None)
-        if cls is None:
-            raise ValueError(f"{cls_name} is not available in this version of tensorfact.nn")
-        conv = cls.from_conv(module, compression=compression)
-        err = _conv_error(module, conv)
-        return conv, err, repr(conv).split("(", 1)[-1].rstrip(")")[:60]
-    raise TypeError(f"cannot compress a {type(module).__name__}")
+        cls = SeKronConv2d if method == "sekron" else GKPDConv2d
+        new = cls.from_conv(module, compression=compression)
+    else:  # pragma: no cover - compress selects these types only
+        raise TypeError(f"cannot compress a {type(module).__name__}")
+    if new.plan is None:  # pragma: no cover - the from_* constructors always set it
+        raise RuntimeError("layer was not initialised from a dense layer")
+    return new, new.plan
 
 
-def _conv_error(old: nn.Conv2d, new: nn.Module) -> float:
-    """Relative kernel error, from the layer's own report when it has one."""
-    for attr in ("rel_error",):
-        val = getattr(new, attr, None)
-        if isinstance(val, float):
-            return val
-    plan = getattr(new, "plan", None)
-    if plan is not None and isinstance(getattr(plan, "rel_error", None), float):
-        return float(plan.rel_error)
-    dense = new.to_dense()  # type: ignore[operator]
-    W = old.weight.detach().double()
-    return float(torch.linalg.norm(dense.weight.detach().double() - W) / torch.linalg.norm(W))
+def _attempt(build: Callable[[], tuple[_T, Any]], limit: float | None
+             ) -> tuple[_T | None, float, str, str | None]:
+    """``(structured, rel_error, detail, None)``, or ``(None, ..., reason)`` to stay dense."""
+    try:
+        new, plan = build()
+    except ValueError as exc:  # no structure reaches the target
+        return None, math.nan, "", str(exc)
+    err = float(plan.rel_error)
+    if limit is not None and err > limit:
+        return None, err, plan.detail, f"relative error {err:.4f} > max_rel_error {limit:g}"
+    return new, err, plan.detail, None
+
+
+def _places(model: nn.Module, types: tuple[str, ...]) -> list[list[str]]:
+    """Every name of every candidate module, one list per module object (tied ones share)."""
+    places: dict[int, list[str]] = {}
+    for name, mod in model.named_modules(remove_duplicate=False):
+        if (name and type(mod).__name__ in types
+                and isinstance(mod, (nn.Linear, nn.Embedding, nn.Conv2d))):
+            places.setdefault(id(mod), []).append(name)
+    return list(places.values())
+
+
+def _weight_owners(model: nn.Module) -> dict[int, list[str]]:
+    """``id(parameter) -> names of the modules holding it directly``."""
+    owners: dict[int, list[str]] = {}
+    for name, mod in model.named_modules():
+        for p in mod.parameters(recurse=False):
+            owners.setdefault(id(p), []).append(name)
+    return owners
 
 
 def compress(model: nn.Module, /, *, method: str = "kronecker", compression: float = 2.0,
              include: str | None = None, exclude: str | None = None,
-             max_candidates: int = 4) -> tuple[nn.Module, CompressionReport]:
-    """Replace layers of a pretrained model by Kronecker-structured ones.
+             max_candidates: int = 4, max_rel_error: float | None = MAX_REL_ERROR,
+             min_features: int = MIN_FEATURES) -> tuple[nn.Module, CompressionReport]:
+    """Replace layers of a pretrained model by Kronecker-structured ones, where it pays.
 
     A deep copy of ``model`` is made; in it, every selected module is swapped
     for a structured module initialised from its weights by the optimal
@@ -267,6 +336,23 @@ def compress(model: nn.Module, /, *, method: str = "kronecker", compression: flo
     left dense (not selected) by this method. Unselected modules are the deep
     copy's and stay bit-identical.
 
+    Each selected layer is decided on its own and left dense, with the reason
+    in its :class:`LayerReport` (``report.kept_dense``), when
+
+    * it is too small to gain: fewer than ``min_features`` input or output
+      features (channels of a convolution, rows or columns of a table), like
+      the 3-channel or 1-channel input convolution of a CNN or a 2-row
+      token-type table, which hold few parameters and feed everything after
+      them;
+    * no structure reaches the target (rank 1 already has too many parameters);
+    * its best structured approximation is poor: relative weight error above
+      ``max_rel_error`` (the optimal error the decomposition reports);
+    * its weight is shared with another module (parameter tying), or only
+      some of the names of a module used at several places are selected.
+
+    A module used at several places of the model (the same object under
+    several names) is replaced at every place by one shared structured module.
+
     Parameters
     ----------
     model : torch.nn.Module
@@ -279,68 +365,99 @@ def compress(model: nn.Module, /, *, method: str = "kronecker", compression: flo
         a module is compressed when it matches ``include`` (all do when
         omitted) and does not match ``exclude``.
     max_candidates : int, default 4
-        Factor shapes compared per layer (one SVD each).
+        Factor shapes compared per linear or embedding layer (one SVD each;
+        convolutions compare the default of ``from_conv``).
+    max_rel_error : float or None, default 0.9
+        Layers whose structured weight would have a larger relative error stay
+        dense. 0.9 means keeping less than 19% of the weight's energy: random
+        (structureless) weights lose 60% to 77% of it at 2x to 4x, trained
+        transformer weights about 60% at 2x, so the default only catches
+        layers the structure does not describe at all. ``None``: no limit.
+    min_features : int, default 4
+        Layers with fewer input or output features stay dense.
 
     Returns
     -------
     new_model : torch.nn.Module
     report : CompressionReport
-        Per-layer shapes, parameters and relative errors;
-        ``print(report)`` shows a table.
+        Per-layer shapes, parameters and relative errors, and the layers kept
+        dense with the reason; ``print(report)`` shows a table.
 
     Raises
     ------
     ValueError
-        Unknown method, ``compression <= 1``, a bad regular expression, or
-        nothing to compress.
+        Unknown method, ``compression <= 1``, a bad regular expression, a
+        negative ``max_rel_error``, or nothing to compress.
 
     Examples
     --------
     >>> import torch
     >>> from torch import nn
     >>> torch.manual_seed(0) and None
-    >>> net = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
+    >>> net = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10), nn.Linear(10, 2))
     >>> small, report = compress(net, compression=2, exclude=r"^2$")
-    >>> type(small[0]).__name__, type(small[2]).__name__
-    ('KroneckerLinear', 'Linear')
+    >>> type(small[0]).__name__, type(small[2]).__name__, type(small[3]).__name__
+    ('KroneckerLinear', 'Linear', 'Linear')
     >>> bool(torch.equal(small[2].weight, net[2].weight))
     True
     >>> report.layers[0].params_after <= report.layers[0].params_before
     True
+    >>> report.kept_dense[0].reason
+    'too small to gain from compression (out_features = 2 < min_features = 4)'
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    c = _check_common(method, compression, include, exclude)
+    c, limit, min_feat = _check_common(method, compression, include, exclude, max_rel_error,
+                                       min_features)
     types = _METHOD_TYPES[method]
     new = copy.deepcopy(model)
-    chosen = [(name, mod) for name, mod in new.named_modules()
-              if name and type(mod).__name__ in types
-              and isinstance(mod, (nn.Linear, nn.Embedding, nn.Conv2d))
-              and _selected(name, include, exclude)]
+    chosen = []
+    for names in _places(new, types):
+        selected = [n for n in names if _selected(n, include, exclude)]
+        if selected:
+            chosen.append((names, len(selected) == len(names)))
     if not chosen:
         raise ValueError(
             f"no {'/'.join(types)} module of the model matches include={include!r}, "
             f"exclude={exclude!r}")
     before = _n_params(model)
-    rows, skipped = [], []
+    owners = _weight_owners(new)
+    rows, kept = [], []
     t0 = time.perf_counter()
-    for name, mod in chosen:
-        try:
-            rep, err, detail = _replace(mod, method, c, max_candidates)
-        except ValueError as exc:
-            skipped.append((name, str(exc)))
+    for names, all_selected in chosen:
+        mod = new.get_submodule(names[0])
+        weight = mod.weight
+        if not isinstance(weight, torch.Tensor):  # pragma: no cover - Linear/Embedding/Conv2d
+            raise TypeError(f"{names[0]} has no weight tensor")
+        others = [n for n in owners.get(id(weight), []) if n not in names]
+        unselected = [n for n in names if not _selected(n, include, exclude)]
+        reason: str | None = None
+        if not all_selected:
+            reason = f"also used as {', '.join(unselected)}, which is not selected"
+        elif others:
+            reason = f"its weight is shared with {', '.join(others)}"
+        else:
+            reason = _too_small(_features(mod), min_feat)
+        rep: nn.Module | None = None
+        err, detail = math.nan, ""
+        if reason is None:
+            rep, err, detail, reason = _attempt(
+                partial(_replace, mod, method, c, max_candidates), limit)
+        row = LayerReport(name=names[0], type=type(mod).__name__, new_type=type(mod).__name__,
+                          shape=tuple(int(s) for s in weight.shape),
+                          params_before=_n_params(mod), params_after=_n_params(mod),
+                          rel_error=err, detail=detail, reason=reason, aliases=tuple(names[1:]))
+        if rep is None:
+            kept.append(row)
             continue
-        parent_name, _, child = name.rpartition(".")
-        parent = new.get_submodule(parent_name) if parent_name else new
-        setattr(parent, child, rep)
-        rows.append(LayerReport(name=name, type=type(mod).__name__, new_type=type(rep).__name__,
-                                shape=tuple(int(s) for s in mod.weight.shape),
-                                params_before=_n_params(mod), params_after=_n_params(rep),
-                                rel_error=float(err), detail=detail))
+        for name in names:
+            set_submodule(new, name, rep)
+        rows.append(replace(row, new_type=type(rep).__name__, params_after=_n_params(rep)))
     seconds = time.perf_counter() - t0
-    report = CompressionReport(layers=tuple(rows), skipped=tuple(skipped), method=method,
+    report = CompressionReport(layers=tuple(rows), kept_dense=tuple(kept), method=method,
                                compression=c, model_params_before=before,
-                               model_params_after=_n_params(new), seconds=seconds)
+                               model_params_after=_n_params(new), seconds=seconds,
+                               max_rel_error=limit, min_features=min_feat)
     return new, report
 
 
@@ -349,7 +466,9 @@ def compress(model: nn.Module, /, *, method: str = "kronecker", compression: flo
 # --------------------------------------------------------------------------- #
 def compress_state_dict(tensors: Mapping[str, np.ndarray], /, *, compression: float = 2.0,
                         include: str | None = None, exclude: str | None = None,
-                        method: str = "kronecker", max_candidates: int = 4
+                        method: str = "kronecker", max_candidates: int = 4,
+                        max_rel_error: float | None = MAX_REL_ERROR,
+                        min_features: int = MIN_FEATURES
                         ) -> tuple[dict[str, np.ndarray], CompressionReport]:
     """Factor every selected 2-D weight of a checkpoint into Kronecker factors.
 
@@ -359,13 +478,16 @@ def compress_state_dict(tensors: Mapping[str, np.ndarray], /, *, compression: fl
     is a KroneckerLinear of these shapes loads them directly); a tensor not
     ending in ``.weight`` gets the suffixes appended. Everything else
     (biases, norms, 1-D and N-D tensors, unselected matrices) is copied as it
-    is. Factors keep the tensor's dtype; the decomposition runs in float64.
+    is, and so are selected matrices left dense for the reasons of
+    :func:`compress` (fewer than ``min_features`` rows or columns, no
+    structure reaching the target, relative error above ``max_rel_error``).
+    Factors keep the tensor's dtype; the decomposition runs in float64.
 
     Parameters
     ----------
     tensors : mapping of str to numpy.ndarray
         E.g. ``safetensors.numpy.load_file(path)``.
-    compression, include, exclude, max_candidates
+    compression, include, exclude, max_candidates, max_rel_error, min_features
         As in :func:`compress` (patterns match tensor names).
     method : {"kronecker", "gkpd"}
 
@@ -376,11 +498,10 @@ def compress_state_dict(tensors: Mapping[str, np.ndarray], /, *, compression: fl
     """
     if method not in ("kronecker", "gkpd"):
         raise ValueError(f"method must be 'kronecker' or 'gkpd' for checkpoints, got {method!r}")
-    c = _check_common(method, compression, include, exclude)
-    from .. import nearest_kronecker
-
+    c, limit, min_feat = _check_common(method, compression, include, exclude, max_rel_error,
+                                       min_features)
     out: dict[str, np.ndarray] = {}
-    rows, skipped = [], []
+    rows, kept = [], []
     t0 = time.perf_counter()
     for name, arr in tensors.items():
         arr = np.asarray(arr)
@@ -388,29 +509,38 @@ def compress_state_dict(tensors: Mapping[str, np.ndarray], /, *, compression: fl
                 name, include, exclude):
             out[name] = arr
             continue
-        W = arr.astype(np.float64)
-        try:
-            plan = plan_kronecker(W, compression=c, max_candidates=max_candidates)
-        except ValueError as exc:
-            skipped.append((name, str(exc)))
-            out[name] = arr
+        out[name] = arr
+        fit, err, detail = None, math.nan, ""
+        reason = _too_small({"rows": arr.shape[0], "columns": arr.shape[1]}, min_feat)
+        if reason is None:
+            fit, err, detail, reason = _attempt(
+                partial(_fit_matrix, arr, c, max_candidates), limit)
+        row = LayerReport(name=name, type="matrix", new_type="matrix",
+                          shape=tuple(int(s) for s in arr.shape), params_before=int(arr.size),
+                          params_after=int(arr.size), rel_error=err, detail=detail,
+                          reason=reason)
+        if fit is None:
+            kept.append(row)
             continue
-        res = nearest_kronecker(W, plan.a_shape, plan.b_shape, rank=plan.rank)
-        A, Bf = (np.ascontiguousarray(np.asarray(f).astype(arr.dtype)) for f in res.kt.factors)
+        del out[name]
+        A, Bf = (np.ascontiguousarray(f.astype(arr.dtype)) for f in fit.factors)
         stem = name[: -len(".weight")] if name.endswith(".weight") else name
         out[f"{stem}.kron_a"], out[f"{stem}.kron_b"] = A, Bf
-        rows.append(LayerReport(name=name, type="matrix", new_type="kronecker",
-                                shape=tuple(int(s) for s in arr.shape),
-                                params_before=int(arr.size), params_after=int(A.size + Bf.size),
-                                rel_error=float(res.rel_error),
-                                detail=f"{plan.a_shape}x{plan.b_shape} rank {plan.rank}"))
-    if not rows and not skipped:
+        rows.append(replace(row, new_type="kronecker", params_after=int(A.size + Bf.size)))
+    if not rows and not kept:
         raise ValueError(
             f"no 2-D floating tensor matches include={include!r}, exclude={exclude!r}")
-    report = CompressionReport(layers=tuple(rows), skipped=tuple(skipped), method=method,
+    report = CompressionReport(layers=tuple(rows), kept_dense=tuple(kept), method=method,
                                compression=c, model_params_before=0, model_params_after=0,
-                               seconds=time.perf_counter() - t0)
+                               seconds=time.perf_counter() - t0, max_rel_error=limit,
+                               min_features=min_feat)
     return out, report
+
+
+def _fit_matrix(W: np.ndarray, compression: float, max_candidates: int
+                ) -> tuple[KroneckerFit, KroneckerPlan]:
+    fit = fit_kronecker(W, compression=compression, max_candidates=max_candidates)
+    return fit, fit.plan
 
 
 def run_cli(args: Any) -> str:

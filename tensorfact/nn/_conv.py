@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -47,6 +46,9 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from .._backend import check_rng
+from ..tensors import SeKronTensor
+from ._common import RNG, fill_normal_, host_uniform
+from ._planner import KroneckerPlan, check_ranks, check_shapes, fit_kronecker, level_max_ranks
 
 __all__ = ["GKPDConv2d", "KroneckerConvPlan", "SeKronConv2d", "kronecker_conv2d"]
 
@@ -263,223 +265,15 @@ def kronecker_conv2d(x: Tensor, factors: Sequence[Tensor], ranks: Sequence[int],
     return y.squeeze(0) if unbatched else y
 
 
-def _dense_kernel(factors: Sequence[Tensor], ranks: Sequence[int]) -> Tensor:
-    """``SeKronTensor(factors, ranks).to_dense()`` in torch (differentiable)."""
-    S = len(factors)
-    rk = tuple(int(r) for r in ranks)
-    T = factors[-1]
-    for s in range(S - 2, -1, -1):
-        qprev = math.prod(rk[:s])
-        Fs = factors[s].reshape(qprev, rk[s], *factors[s].shape[s + 1:])
-        Tt = T.reshape(qprev, rk[s], *T.shape[s + 1:])
-        a = Fs.shape[2:]
-        b = Tt.shape[2:]
-        K = torch.einsum("qrabcd,qrefgh->qaebfcgdh", Fs, Tt)
-        T = K.reshape(*rk[:s], *(a[n] * b[n] for n in range(4)))
-    return T
-
-
-# --------------------------------------------------------------------------- #
-# plans and factor-shape choice
-# --------------------------------------------------------------------------- #
-@dataclass(frozen=True)
-class KroneckerConvPlan:
-    """Factor shapes, ranks and optimal error of a Kronecker-structured kernel.
-
-    Attributes
-    ----------
-    shapes : tuple of tuple of int
-        The 4-way factor shapes, outermost first.
-    ranks : tuple of int
-        ``(R,)`` for GKPD; the SeKron level ranks otherwise.
-    rel_error : float
-        ``||W - W_approx||_F / ||W||_F`` as reported by
-        :func:`tensorfact.nearest_kronecker` / :func:`tensorfact.sekron`
-        (optimal for GKPD at these shapes and rank).
-    n_params : int
-        Parameters of the factors.
-    """
-
-    shapes: tuple[tuple[int, ...], ...]
-    ranks: tuple[int, ...]
-    rel_error: float
-    n_params: int
-
-
-def _sekron_n_params(shapes: Sequence[Sequence[int]], ranks: Sequence[int]) -> int:
-    S = len(shapes)
-    total = 0
-    for s in range(S):
-        k = min(s, S - 2) + 1
-        total += math.prod(ranks[:k]) * math.prod(shapes[s])
-    return total
-
-
-def _level_max_ranks(shapes: Sequence[Sequence[int]]) -> tuple[int, ...]:
-    sizes = [math.prod(sh) for sh in shapes]
-    return tuple(min(sizes[s], math.prod(sizes[s + 1:])) for s in range(len(sizes) - 1))
-
-
-def _uniform_rank_for_budget(shapes: Sequence[Sequence[int]], budget: float) -> tuple[int, ...]:
-    """Largest uniform rank (capped per level) whose parameter count is within ``budget``."""
-    cap = _level_max_ranks(shapes)
-    best: tuple[int, ...] = ()
-    r = 1
-    while True:
-        ranks = tuple(min(r, c) for c in cap)
-        if _sekron_n_params(shapes, ranks) > budget:
-            break
-        best = ranks
-        if all(r >= c for c in cap):
-            break
-        r += 1
-    return best
-
-
-def _chain_cost(shapes: Sequence[Sequence[int]], ranks: Sequence[int]) -> tuple[int, int]:
-    """Multiply-adds and largest intermediate (channels) per output pixel of the chain.
-
-    At stride 1, ignoring borders: stage ``s`` costs
-    ``prod_{t<s} I_t * prod_{t>=s} O_t * R_0..R_s * I_s * kh_s kw_s`` (the last
-    stage uses ``R_0..R_{S-2}``) and leaves
-    ``prod_{t<s} I_t * R_0..R_{s-1} * prod_{t>=s} O_t`` channels.
-    """
-    S = len(shapes)
-    flops = 0
-    inter = 0
-    for s in range(S):
-        q = math.prod(ranks[: min(s, S - 2) + 1])
-        before = math.prod(sh[1] for sh in shapes[:s])
-        after = math.prod(sh[0] for sh in shapes[s:])
-        flops += before * after * q * shapes[s][1] * shapes[s][2] * shapes[s][3]
-        inter = max(inter, before * math.prod(ranks[:s]) * after
-                    if s < S - 1 else before * q * shapes[s][0])
-    return flops, inter
-
-
-def _candidate_shapes(shape: tuple[int, ...], n_factors: int
-                      ) -> list[tuple[tuple[int, ...], ...]]:
-    from .. import kronecker_shapes
-
-    return [c.shapes for c in kronecker_shapes(shape, n_factors=n_factors, max_candidates=None)]
-
-
-def _check_shapes(shapes: Any, shape: tuple[int, ...], n: int | None
-                  ) -> tuple[tuple[int, ...], ...]:
-    try:
-        out = tuple(tuple(int(v) for v in sh) for sh in shapes)
-    except (TypeError, ValueError) as exc:
-        raise TypeError(f"shapes must be a sequence of 4-tuples of ints, got {shapes!r}") from exc
-    if n is not None and len(out) != n:
-        raise ValueError(f"shapes must contain {n} factor shapes, got {len(out)}")
-    if len(out) < 2:
-        raise ValueError(f"shapes must contain at least 2 factor shapes, got {len(out)}")
-    for s, sh in enumerate(out):
-        if len(sh) != 4 or min(sh) < 1:
-            raise ValueError(f"shapes[{s}] must be 4 positive ints (out, in, kh, kw), got {sh}")
-    prod = tuple(math.prod(sh[m] for sh in out) for m in range(4))
-    if prod != shape:
-        raise ValueError(
-            f"shapes {out} multiply to {prod}, not to the kernel shape {shape}"
-        )
-    return out
-
-
-def _check_rank_arg(rank: Any, n_levels: int) -> tuple[int, ...] | None:
-    if rank is None:
-        return None
-    if isinstance(rank, (int, np.integer)) and not isinstance(rank, bool):
-        vals: tuple[Any, ...] = (int(rank),) * n_levels
-    else:
-        try:
-            vals = tuple(rank)
-        except TypeError as exc:
-            raise TypeError(f"rank must be an int or a sequence of ints, got {rank!r}") from exc
-        if len(vals) != n_levels:
-            raise ValueError(f"rank must have {n_levels} entries, got {rank!r}")
-    for v in vals:
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or int(v) < 1:
-            raise ValueError(f"rank must contain positive ints, got {rank!r}")
-    return tuple(int(v) for v in vals)
-
-
-def _plan_and_fit(weight: Tensor, *, n_factors: int, rank: Any, compression: Any,
-                  shapes: Any, max_candidates: int
-                  ) -> tuple[KroneckerConvPlan, list[np.ndarray]]:
-    """Choose shapes/ranks and compute the factors (float64 host arrays)."""
-    from .. import nearest_kronecker, sekron
-
-    W = weight.detach().cpu().to(torch.float64).numpy()
-    shape = tuple(int(d) for d in W.shape)
-    if rank is not None and compression is not None:
-        raise ValueError("give rank or compression, not both")
-    if compression is not None:
-        if isinstance(compression, bool) or not float(compression) > 0:
-            raise ValueError(f"compression must be a positive number, got {compression!r}")
-        compression = float(compression)
-    levels = n_factors - 1
-    rk_arg = _check_rank_arg(rank, levels)
-    if shapes is not None:
-        cands = [_check_shapes(shapes, shape, n_factors)]
-    else:
-        cands = _candidate_shapes(shape, n_factors)
-        if not cands:
-            raise ValueError(f"a kernel of shape {shape} has no nontrivial "
-                             f"{n_factors}-factor Kronecker structure")
-    size = math.prod(shape)
-    options: list[tuple[tuple[tuple[int, ...], ...], tuple[int, ...]]] = []
-    for sh in cands:
-        cap = _level_max_ranks(sh)
-        if compression is not None:
-            ranks = _uniform_rank_for_budget(sh, size / compression)
-            if not ranks:
-                continue
-        elif rk_arg is not None:
-            ranks = tuple(min(r, c) for r, c in zip(rk_arg, cap))
-        else:
-            ranks = cap
-        options.append((sh, ranks))
-    if not options:
-        raise ValueError(
-            f"no {n_factors}-factor Kronecker structure of a kernel of shape {shape} reaches "
-            f"compression {compression} (rank 1 already has more parameters)"
-        )
-    if shapes is None:
-        # keep structures whose chain is cheaper than the dense convolution and whose
-        # intermediate results stay within a few times the layer's width (if any), then
-        # the most expressive first: largest total rank, then fewest multiply-adds
-        dense_flops = size
-        width = max(shape[0], shape[1])
-        costs = [_chain_cost(sh, ranks) for sh, ranks in options]
-        ok = [i for i, (f, m) in enumerate(costs) if f <= dense_flops and m <= 4 * width]
-        if not ok:
-            ok = sorted(range(len(options)), key=lambda i: costs[i])[:max_candidates]
-        ok.sort(key=lambda i: (-math.prod(options[i][1]), costs[i][0]))
-        options = [options[i] for i in ok[:max_candidates]]
-    best: tuple[KroneckerConvPlan, list[np.ndarray]] | None = None
-    for sh, ranks in options:
-        if n_factors == 2:
-            res = nearest_kronecker(W, sh[0], sh[1], rank=ranks[0])
-            err = float(res.rel_error)
-            facs = [np.asarray(f) for f in res.kt.factors]
-        else:
-            sres = sekron(W, sh, ranks)
-            err = float(sres.rel_error)
-            facs = [np.asarray(f) for f in sres.sekron.factors]
-        plan = KroneckerConvPlan(shapes=sh, ranks=ranks, rel_error=err,
-                                 n_params=_sekron_n_params(sh, ranks))
-        if best is None or err < best[0].rel_error:
-            best = (plan, facs)
-    if best is None:  # pragma: no cover - the candidate list is never empty here
-        raise RuntimeError("no factor-shape candidate for this convolution")
-    return best
+#: the plan of a Kronecker-structured kernel (the same class as the linear layers' plan)
+KroneckerConvPlan = KroneckerPlan
 
 
 # --------------------------------------------------------------------------- #
 # modules
 # --------------------------------------------------------------------------- #
 class _KroneckerConvBase(nn.Module):
-    """Convolution hyper-parameters, forward chain, dense conversion, counts."""
+    """Convolution hyper-parameters, forward chain, dense conversion, counts, initialisation."""
 
     in_channels: int
     out_channels: int
@@ -490,13 +284,15 @@ class _KroneckerConvBase(nn.Module):
     padding_mode: str
     shapes: tuple[tuple[int, ...], ...]
     ranks: tuple[int, ...]
-    plan: KroneckerConvPlan | None
+    plan: KroneckerPlan | None
     bias: nn.Parameter | None
+    #: name of the constructor's rank argument
+    _rank_arg: str
 
     def _setup(self, in_channels: int, out_channels: int, kernel_size: Any,
                shapes: Any, ranks: tuple[int, ...], stride: Any, padding: Any,
                dilation: Any, groups: int, bias: bool, padding_mode: str,
-               n_factors: int | None) -> None:
+               n_factors: int | None, device: Any, dtype: Any) -> None:
         for name, v in (("in_channels", in_channels), ("out_channels", out_channels)):
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or int(v) < 1:
                 raise ValueError(f"{name} must be a positive int, got {v!r}")
@@ -512,9 +308,9 @@ class _KroneckerConvBase(nn.Module):
         if self.padding == "same" and self.stride != (1, 1):
             raise ValueError("padding='same' needs stride 1 (as in torch.nn.Conv2d)")
         self.padding_mode = padding_mode
-        self.shapes = _check_shapes(
+        self.shapes = check_shapes(
             shapes, (self.out_channels, self.in_channels, *self.kernel_size), n_factors)
-        cap = _level_max_ranks(self.shapes)
+        cap = level_max_ranks(self.shapes)
         if len(ranks) != len(self.shapes) - 1:
             raise ValueError(f"need {len(self.shapes) - 1} ranks, got {ranks}")
         for s, (r, c) in enumerate(zip(ranks, cap)):
@@ -523,29 +319,42 @@ class _KroneckerConvBase(nn.Module):
                                  f"{self.shapes}, got {r}")
         self.ranks = ranks
         self.plan = None
-        self._has_bias = bool(bias)
-
-    def _make_bias(self, gen: np.random.Generator, device: Any, dtype: Any) -> None:
-        if self._has_bias:
-            fan_in = self.in_channels * self.kernel_size[0] * self.kernel_size[1]
-            bound = 1.0 / math.sqrt(fan_in)
-            self.bias = nn.Parameter(torch.as_tensor(
-                gen.uniform(-bound, bound, size=self.out_channels),
-                dtype=dtype or torch.get_default_dtype(), device=device))
+        if bias:
+            self.bias = nn.Parameter(torch.empty(self.out_channels, device=device, dtype=dtype))
         else:
             self.register_parameter("bias", None)
 
-    def _init_factor(self, gen: np.random.Generator, shape: tuple[int, ...], device: Any,
-                     dtype: Any) -> Tensor:
-        # Var(W) = prod(ranks) * std^(2S) = 1 / (3 fan_in), nn.Conv2d's default variance
-        fan_in = self.in_channels * self.kernel_size[0] * self.kernel_size[1]
+    def _empty_factors(self, device: Any, dtype: Any) -> list[nn.Parameter]:
+        """Uninitialised factor parameters in the layout of :class:`tensorfact.SeKronTensor`."""
         S = len(self.shapes)
-        std = (1.0 / (3.0 * fan_in * math.prod(self.ranks))) ** (1.0 / (2 * S))
-        return torch.as_tensor(gen.normal(0.0, std, size=shape),
-                               dtype=dtype or torch.get_default_dtype(), device=device)
+        return [nn.Parameter(torch.empty(self.ranks[: min(s, S - 2) + 1] + sh, device=device,
+                                         dtype=dtype))
+                for s, sh in enumerate(self.shapes)]
+
+    def reset_parameters(self, *, rng: RNG = None) -> None:
+        """Random factors giving the kernel :class:`torch.nn.Conv2d`'s default variance.
+
+        Host draws (SPEC 7); the bias is uniform in ``±1/sqrt(fan_in)``.
+        """
+        gen = check_rng(rng)
+        fan_in = self.in_channels * self.kernel_size[0] * self.kernel_size[1]
+        factors = self._factor_list()
+        # Var(W) = prod(ranks) * std^(2S) = 1 / (3 fan_in), nn.Conv2d's default variance
+        std = (1.0 / (3.0 * fan_in * math.prod(self.ranks))) ** (1.0 / (2 * len(factors)))
+        for f in factors:
+            fill_normal_(f, std, gen)
+        if self.bias is not None:
+            b = self.bias
+            with torch.no_grad():
+                b.copy_(host_uniform(gen, tuple(b.shape), 1.0 / math.sqrt(fan_in),
+                                     device=b.device, dtype=b.dtype))
 
     def _factor_list(self) -> list[Tensor]:
         raise NotImplementedError
+
+    def kernel(self) -> SeKronTensor:
+        """The factors as a :class:`tensorfact.SeKronTensor` (no copy; GKPD is ``S = 2``)."""
+        return SeKronTensor(self._factor_list(), self.ranks)
 
     def forward(self, x: Tensor) -> Tensor:
         """The convolution as a chain of one small convolution per factor (kernel never formed)."""
@@ -555,7 +364,7 @@ class _KroneckerConvBase(nn.Module):
 
     def weight(self) -> Tensor:
         """The dense kernel ``(out, in, kh, kw)`` (formed on demand; differentiable)."""
-        return _dense_kernel(self._factor_list(), self.ranks)
+        return self.kernel().to_dense()
 
     def to_dense(self) -> nn.Conv2d:
         """The equivalent :class:`torch.nn.Conv2d` (a new layer; weights copied)."""
@@ -573,14 +382,13 @@ class _KroneckerConvBase(nn.Module):
 
     @property
     def n_params(self) -> int:
-        """Number of parameters (factors plus bias)."""
-        return sum(p.numel() for p in self.parameters())
+        """Number of parameters: the kernel's :attr:`~tensorfact.SeKronTensor.n_params` + bias."""
+        return self.kernel().n_params + (0 if self.bias is None else self.bias.numel())
 
     @property
     def compression(self) -> float:
         """Dense kernel entries divided by factor parameters (biases excluded)."""
-        dense = self.out_channels * self.in_channels * self.kernel_size[0] * self.kernel_size[1]
-        return dense / sum(f.numel() for f in self._factor_list())
+        return self.kernel().compression_ratio
 
     def _conv_repr(self) -> str:
         s = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
@@ -593,14 +401,31 @@ class _KroneckerConvBase(nn.Module):
             s += f", padding_mode={self.padding_mode!r}"
         return s + f", bias={self.bias is not None}"
 
-    @staticmethod
-    def _conv_kwargs(conv: nn.Conv2d) -> dict[str, Any]:
+    @classmethod
+    def _fit_conv(cls, conv: nn.Conv2d, /, *, n_factors: int, rank: Any, compression: Any,
+                  shapes: Any, max_candidates: int) -> Any:
+        """The layer initialised from ``conv`` by the planner's optimal factors."""
         if not isinstance(conv, nn.Conv2d):
             raise TypeError(f"conv must be a torch.nn.Conv2d, got {type(conv).__name__}")
         if conv.groups != 1:
             raise ValueError(f"only groups=1 convolutions are supported, got groups={conv.groups}")
-        return {"stride": conv.stride, "padding": conv.padding, "dilation": conv.dilation,
-                "bias": conv.bias is not None, "padding_mode": conv.padding_mode}
+        W = conv.weight
+        fit = fit_kronecker(W, product="conv", n_factors=n_factors, rank=rank,
+                            compression=compression, shapes=shapes,
+                            max_candidates=max_candidates)
+        kw: dict[str, Any] = {
+            cls._rank_arg: fit.plan.ranks, "stride": conv.stride, "padding": conv.padding,
+            "dilation": conv.dilation, "bias": conv.bias is not None,
+            "padding_mode": conv.padding_mode}
+        layer = cls(conv.in_channels, conv.out_channels, conv.kernel_size,  # type: ignore[call-arg]
+                    shapes=fit.plan.shapes, rng=0, device=W.device, dtype=W.dtype, **kw)
+        with torch.no_grad():
+            for p, f in zip(layer._factor_list(), fit.tensors(W)):
+                p.copy_(f)
+            if conv.bias is not None and layer.bias is not None:
+                layer.bias.copy_(conv.bias)
+        layer.plan = fit.plan
+        return layer.train(conv.training)
 
 
 class GKPDConv2d(_KroneckerConvBase):
@@ -638,7 +463,7 @@ class GKPDConv2d(_KroneckerConvBase):
     kron_a, kron_b : torch.nn.Parameter
         Shapes ``(R, *a_shape)`` and ``(R, *b_shape)`` (the storage of
         :class:`tensorfact.KroneckerTensor`).
-    plan : KroneckerConvPlan or None
+    plan : KroneckerPlan or None
         Shapes, rank and optimal relative error when built by :meth:`from_conv`.
 
     References
@@ -660,22 +485,21 @@ class GKPDConv2d(_KroneckerConvBase):
     (True, True)
     """
 
+    _rank_arg = "rank"
+
     def __init__(self, in_channels: int, out_channels: int, kernel_size: Any, *,
                  shapes: Sequence[Sequence[int]], rank: int = 1, stride: Any = 1,
                  padding: Any = 0, dilation: Any = 1, groups: int = 1, bias: bool = True,
-                 padding_mode: str = "zeros", rng: None | int | np.random.Generator = None,
+                 padding_mode: str = "zeros", rng: RNG = None,
                  device: Any = None, dtype: Any = None) -> None:
         super().__init__()
-        ranks = _check_rank_arg(rank, 1)
+        ranks = check_ranks(rank, 1)
         if ranks is None:
             raise ValueError("rank must be a positive int or a sequence of ints, got None")
         self._setup(in_channels, out_channels, kernel_size, shapes, ranks, stride, padding,
-                    dilation, groups, bias, padding_mode, 2)
-        gen = check_rng(rng)
-        R = self.ranks[0]
-        self.kron_a = nn.Parameter(self._init_factor(gen, (R, *self.shapes[0]), device, dtype))
-        self.kron_b = nn.Parameter(self._init_factor(gen, (R, *self.shapes[1]), device, dtype))
-        self._make_bias(gen, device, dtype)
+                    dilation, groups, bias, padding_mode, 2, device, dtype)
+        self.kron_a, self.kron_b = self._empty_factors(device, dtype)
+        self.reset_parameters(rng=rng)
 
     @property
     def rank(self) -> int:
@@ -717,7 +541,7 @@ class GKPDConv2d(_KroneckerConvBase):
         Returns
         -------
         GKPDConv2d
-            With ``plan`` (:class:`KroneckerConvPlan`) holding the shapes, the
+            With ``plan`` (:class:`KroneckerPlan`) holding the shapes, the
             rank and the relative kernel error reported by
             :func:`tensorfact.nearest_kronecker` (optimal for that shape and
             rank), which the layer attains.
@@ -730,19 +554,9 @@ class GKPDConv2d(_KroneckerConvBase):
             ``groups != 1``, both ``rank`` and ``compression``, bad shapes,
             or an unreachable compression.
         """
-        kw = cls._conv_kwargs(conv)
-        W = conv.weight
-        plan, facs = _plan_and_fit(W, n_factors=2, rank=rank, compression=compression,
-                                   shapes=shapes, max_candidates=max_candidates)
-        layer = cls(conv.in_channels, conv.out_channels, conv.kernel_size, shapes=plan.shapes,
-                    rank=plan.ranks[0], rng=0, device=W.device, dtype=W.dtype, **kw)
-        with torch.no_grad():
-            layer.kron_a.copy_(torch.as_tensor(facs[0]))
-            layer.kron_b.copy_(torch.as_tensor(facs[1]))
-            if conv.bias is not None and layer.bias is not None:
-                layer.bias.copy_(conv.bias)
-        layer.plan = plan
-        return layer.train(conv.training)
+        layer: GKPDConv2d = cls._fit_conv(conv, n_factors=2, rank=rank, compression=compression,
+                                          shapes=shapes, max_candidates=max_candidates)
+        return layer
 
     def extra_repr(self) -> str:
         return (f"{self._conv_repr()}, a_shape={self.shapes[0]}, b_shape={self.shapes[1]}, "
@@ -781,7 +595,7 @@ class SeKronConv2d(_KroneckerConvBase):
         Factor ``s`` has shape ``(R_0, ..., R_s, *shapes[s])`` (the last one
         ``(R_0, ..., R_{S-2}, *shapes[S-1])``), as in
         :class:`tensorfact.SeKronTensor`.
-    plan : KroneckerConvPlan or None
+    plan : KroneckerPlan or None
         Shapes, ranks and relative error when built by :meth:`from_conv`.
 
     References
@@ -802,30 +616,26 @@ class SeKronConv2d(_KroneckerConvBase):
     (4, 4)
     """
 
+    _rank_arg = "ranks"
+
     def __init__(self, in_channels: int, out_channels: int, kernel_size: Any, *,
                  shapes: Sequence[Sequence[int]], ranks: int | Sequence[int] = 1,
                  stride: Any = 1, padding: Any = 0, dilation: Any = 1, groups: int = 1,
                  bias: bool = True, padding_mode: str = "zeros",
-                 rng: None | int | np.random.Generator = None, device: Any = None,
+                 rng: RNG = None, device: Any = None,
                  dtype: Any = None) -> None:
         super().__init__()
         try:
             n = len(shapes)
         except TypeError as exc:
             raise TypeError(f"shapes must be a sequence of 4-tuples, got {shapes!r}") from exc
-        rk = _check_rank_arg(ranks, max(n - 1, 1))
+        rk = check_ranks(ranks, max(n - 1, 1))
         if rk is None:
             raise ValueError("ranks must be a positive int or a sequence of ints, got None")
         self._setup(in_channels, out_channels, kernel_size, shapes, rk, stride, padding,
-                    dilation, groups, bias, padding_mode, None)
-        gen = check_rng(rng)
-        S = len(self.shapes)
-        self.factors = nn.ParameterList([
-            nn.Parameter(self._init_factor(
-                gen, self.ranks[: min(s, S - 2) + 1] + self.shapes[s], device, dtype))
-            for s in range(S)
-        ])
-        self._make_bias(gen, device, dtype)
+                    dilation, groups, bias, padding_mode, None, device, dtype)
+        self.factors = nn.ParameterList(self._empty_factors(device, dtype))
+        self.reset_parameters(rng=rng)
 
     def _factor_list(self) -> list[Tensor]:
         return list(self.factors)
@@ -860,7 +670,7 @@ class SeKronConv2d(_KroneckerConvBase):
         Returns
         -------
         SeKronConv2d
-            With ``plan`` (:class:`KroneckerConvPlan`) holding the relative
+            With ``plan`` (:class:`KroneckerPlan`) holding the relative
             kernel error reported by :func:`tensorfact.sekron`, which the
             layer attains.
 
@@ -872,22 +682,11 @@ class SeKronConv2d(_KroneckerConvBase):
             ``groups != 1``, both ``rank`` and ``compression``, bad shapes,
             or an unreachable compression.
         """
-        kw = cls._conv_kwargs(conv)
-        W = conv.weight
-        n = len(shapes) if shapes is not None else int(n_factors)
-        if n < 2:
-            raise ValueError(f"n_factors must be >= 2, got {n_factors!r}")
-        plan, facs = _plan_and_fit(W, n_factors=n, rank=rank, compression=compression,
-                                   shapes=shapes, max_candidates=max_candidates)
-        layer = cls(conv.in_channels, conv.out_channels, conv.kernel_size, shapes=plan.shapes,
-                    ranks=plan.ranks, rng=0, device=W.device, dtype=W.dtype, **kw)
-        with torch.no_grad():
-            for p, f in zip(layer.factors, facs):
-                p.copy_(torch.as_tensor(f))
-            if conv.bias is not None and layer.bias is not None:
-                layer.bias.copy_(conv.bias)
-        layer.plan = plan
-        return layer.train(conv.training)
+        n = len(shapes) if shapes is not None else n_factors
+        layer: SeKronConv2d = cls._fit_conv(conv, n_factors=n, rank=rank,
+                                            compression=compression, shapes=shapes,
+                                            max_candidates=max_candidates)
+        return layer
 
     def extra_repr(self) -> str:
         return f"{self._conv_repr()}, shapes={self.shapes}, ranks={self.ranks}"

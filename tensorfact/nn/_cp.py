@@ -21,7 +21,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ._common import dense_linear
+from .._backend import check_rng
+from ._common import RNG, StructuredLinear, check_compression, check_count, fill_normal_
 
 __all__ = ["CPLinear", "CPPlan"]
 
@@ -57,6 +58,11 @@ class CPPlan:
     converged: bool
     n_params: int
 
+    @property
+    def detail(self) -> str:
+        """Shapes and rank in a few words (the ``detail`` column of a compression report)."""
+        return f"{self.out_shape}x{self.in_shape} CP rank {self.rank}"
+
 
 def _balanced(n: int) -> tuple[int, ...]:
     """Two-mode factorization ``(d, n // d)`` with ``d`` the largest divisor <= sqrt(n).
@@ -79,12 +85,7 @@ def _check_shape(shape: Any, total: int, name: str) -> tuple[int, ...]:
     return s
 
 
-def _init_factor_std(fan_in: int, rank: int, n_modes: int) -> float:
-    # Var(W_ij) = rank * std^(2 n_modes) = 1 / (3 fan_in), nn.Linear's default weight variance
-    return (1.0 / (3.0 * fan_in * rank)) ** (1.0 / (2 * n_modes))
-
-
-class CPLinear(nn.Module):
+class CPLinear(StructuredLinear):
     r"""Linear layer whose weight is a CP (canonical polyadic) tensor.
 
     ``y = x W^T + b`` where ``W.reshape(out_shape + in_shape)`` equals
@@ -103,6 +104,8 @@ class CPLinear(nn.Module):
         Mode sizes multiplying to ``in_features`` / ``out_features``.
     rank : int
     bias : bool, default True
+    rng : None, int or numpy.random.Generator
+        Randomness of the initial factors and bias (host draws, SPEC 7).
     dtype, device : optional
         As for :class:`torch.nn.Linear`.
 
@@ -125,7 +128,7 @@ class CPLinear(nn.Module):
     Examples
     --------
     >>> import torch
-    >>> layer = CPLinear(16, 12, in_shape=(4, 4), out_shape=(3, 4), rank=5)
+    >>> layer = CPLinear(16, 12, in_shape=(4, 4), out_shape=(3, 4), rank=5, rng=0)
     >>> layer(torch.ones(2, 16)).shape
     torch.Size([2, 12])
     >>> layer.n_params == 5 * (3 + 4 + 4 + 4 + 1) + 12
@@ -136,20 +139,13 @@ class CPLinear(nn.Module):
     """
 
     def __init__(self, in_features: int, out_features: int, *, in_shape: Sequence[int],
-                 out_shape: Sequence[int], rank: int, bias: bool = True, dtype: Any = None,
-                 device: Any = None) -> None:
+                 out_shape: Sequence[int], rank: int, bias: bool = True, rng: RNG = None,
+                 dtype: Any = None, device: Any = None) -> None:
         super().__init__()
-        in_features, out_features = int(in_features), int(out_features)
-        if in_features < 1 or out_features < 1:
-            raise ValueError(
-                f"in_features and out_features must be positive, got {in_features}, "
-                f"{out_features}")
-        ins = _check_shape(in_shape, in_features, "in_shape")
-        outs = _check_shape(out_shape, out_features, "out_shape")
-        if isinstance(rank, bool) or not isinstance(rank, (int, np.integer)) or rank < 1:
-            raise ValueError(f"rank must be a positive integer, got {rank!r}")
-        rank = int(rank)
-        self.in_features, self.out_features, self.rank = in_features, out_features, rank
+        self._init_features(in_features, out_features)
+        ins = _check_shape(in_shape, self.in_features, "in_shape")
+        outs = _check_shape(out_shape, self.out_features, "out_shape")
+        self.rank = rank = check_count(rank, "rank")
         self.in_shape, self.out_shape = ins, outs
         #: set by :meth:`from_linear`: shapes, rank and achieved CP-ALS error
         self.plan: CPPlan | None = None
@@ -159,23 +155,23 @@ class CPLinear(nn.Module):
             [nn.Parameter(torch.empty(s, rank, **kw)) for s in outs])
         self.in_factors = nn.ParameterList(
             [nn.Parameter(torch.empty(s, rank, **kw)) for s in ins])
-        if bias:
-            self.bias: nn.Parameter | None = nn.Parameter(torch.empty(out_features, **kw))
-        else:
-            self.register_parameter("bias", None)
-        self.reset_parameters()
+        self._make_bias(bias, device, dtype)
+        self.reset_parameters(rng=rng)
 
-    def reset_parameters(self) -> None:
-        """Random factors (unit weights) with the weight variance of :class:`torch.nn.Linear`."""
+    def reset_parameters(self, *, rng: RNG = None) -> None:
+        """Random factors (unit weights) with the weight variance of :class:`torch.nn.Linear`.
+
+        Host draws (SPEC 7).
+        """
+        gen = check_rng(rng)
         n_modes = len(self.in_shape) + len(self.out_shape)
-        std = _init_factor_std(self.in_features, self.rank, n_modes)
+        # Var(W_ij) = rank * std^(2 n_modes) = 1 / (3 fan_in), nn.Linear's default weight variance
+        std = (1.0 / (3.0 * self.in_features * self.rank)) ** (1.0 / (2 * n_modes))
         with torch.no_grad():
             self.cp_weights.fill_(1.0)
-            for f in [*self.out_factors, *self.in_factors]:
-                nn.init.normal_(f, std=std)
-            if self.bias is not None:
-                bound = 1.0 / math.sqrt(self.in_features)
-                nn.init.uniform_(self.bias, -bound, bound)
+        for f in [*self.out_factors, *self.in_factors]:
+            fill_normal_(f, std, gen)
+        self._reset_bias(gen)
 
     # -- constructor ------------------------------------------------------- #
     @classmethod
@@ -249,21 +245,14 @@ class CPLinear(nn.Module):
         full = outs + ins
         per_rank = sum(full) + 1
         if compression is not None:
-            try:
-                c = float(compression)
-            except (TypeError, ValueError) as exc:
-                raise ValueError(f"compression must be a number, got {compression!r}") from exc
-            if not (c > 0 and math.isfinite(c)):
-                raise ValueError(f"compression must be a finite positive number, got {c!r}")
+            c = check_compression(compression)
             r = int(m * n / c // per_rank)
             if r < 1:
                 raise ValueError(
                     f"no CP factorization of a {m} x {n} weight with modes {outs}+{ins} "
                     f"reaches compression {c:g} (a rank-1 term has {per_rank} parameters)")
         else:
-            if isinstance(rank, bool) or not isinstance(rank, (int, np.integer)) or rank < 1:
-                raise ValueError(f"rank must be a positive integer, got {rank!r}")
-            r = int(rank)
+            r = check_count(rank, "rank")
         if len(full) < 2:  # pragma: no cover - outs and ins each have >= 1 mode
             raise ValueError("the weight tensor needs at least two modes")
         # cp_als accepts ranks up to min_n prod_{k != n} I_k (always enough for an exact fit)
@@ -280,7 +269,7 @@ class CPLinear(nn.Module):
         err = float(np.linalg.norm(W - W_hat) / nW) if nW > 0 else 0.0
         dev, dt = linear.weight.device, linear.weight.dtype
         layer = cls(n, m, in_shape=ins, out_shape=outs, rank=r, bias=linear.bias is not None,
-                    dtype=dt, device=dev)
+                    rng=0, dtype=dt, device=dev)
         with torch.no_grad():
             layer.cp_weights.copy_(torch.as_tensor(w))
             for p, f in zip([*layer.out_factors, *layer.in_factors], facs):
@@ -328,16 +317,6 @@ class CPLinear(nn.Module):
             M = (M[:, None, :] * f[None, :, :]).reshape(-1, self.rank)
         return M.sum(dim=1).reshape(self.out_features, self.in_features)
 
-    def to_dense(self) -> nn.Linear:
-        """The equivalent :class:`torch.nn.Linear` (a new layer; weights copied)."""
-        with torch.no_grad():
-            return dense_linear(self.weight(), self.bias)
-
-    @property
-    def n_params(self) -> int:
-        """``rank (sum(out_shape) + sum(in_shape) + 1)`` (+ ``out_features`` with bias)."""
-        return sum(p.numel() for p in self.parameters())
-
     @property
     def compression(self) -> float:
         """Dense weight parameters divided by CP ones (biases excluded)."""
@@ -345,6 +324,5 @@ class CPLinear(nn.Module):
         return self.in_features * self.out_features / (self.rank * per_rank)
 
     def extra_repr(self) -> str:
-        return (f"in_features={self.in_features}, out_features={self.out_features}, "
-                f"in_shape={self.in_shape}, out_shape={self.out_shape}, rank={self.rank}, "
-                f"bias={self.bias is not None}")
+        return (f"{self._features_repr()}, in_shape={self.in_shape}, out_shape={self.out_shape}, "
+                f"rank={self.rank}, bias={self.bias is not None}")

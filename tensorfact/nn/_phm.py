@@ -19,7 +19,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ._common import dense_linear
+from .._backend import check_rng
+from ..tenalg import kron_matmul
+from ._common import RNG, StructuredLinear, check_count, fill_normal_, kron_dense, set_submodule
 
 __all__ = ["CompacterAdapter", "PHMLinear", "PHMRules", "add_adapters"]
 
@@ -41,6 +43,8 @@ class PHMRules(nn.Module):
     ----------
     n : int
         Number of Kronecker terms and size of each rule.
+    rng : None, int or numpy.random.Generator
+        Randomness of the initial rules (host draws, SPEC 7).
     device, dtype : optional
 
     Attributes
@@ -49,25 +53,23 @@ class PHMRules(nn.Module):
         ``weight[i]`` is ``A_i``.
     """
 
-    def __init__(self, n: int, *, device: Any = None, dtype: Any = None) -> None:
+    def __init__(self, n: int, *, rng: RNG = None, device: Any = None,
+                 dtype: Any = None) -> None:
         super().__init__()
-        if isinstance(n, bool) or int(n) < 1:
-            raise ValueError(f"n must be a positive integer, got {n!r}")
-        self.n = int(n)
+        self.n = check_count(n, "n")
         self.weight = nn.Parameter(torch.empty((self.n, self.n, self.n), device=device,
                                                dtype=dtype))
-        self.reset_parameters()
+        self.reset_parameters(rng=rng)
 
-    def reset_parameters(self) -> None:
+    def reset_parameters(self, *, rng: RNG = None) -> None:
         """Entries ``N(0, 1/n)``, so ``sum_i A_i ⊗ B_i`` keeps the blocks' variance."""
-        with torch.no_grad():
-            nn.init.normal_(self.weight, std=1.0 / math.sqrt(self.n))
+        fill_normal_(self.weight, 1.0 / math.sqrt(self.n), rng)
 
     def extra_repr(self) -> str:
         return f"n={self.n}"
 
 
-class PHMLinear(nn.Module):
+class PHMLinear(StructuredLinear):
     r"""Linear layer with a PHM weight ``W = sum_{i<n} A_i ⊗ B_i``.
 
     ``y = x W^T + b`` with rules ``A_i`` of shape ``(n, n)`` and blocks
@@ -87,6 +89,8 @@ class PHMLinear(nn.Module):
     bias : bool, default True
     rules : PHMRules, optional
         Shared rules; a new :class:`PHMRules` of size ``n`` when omitted.
+    rng : None, int or numpy.random.Generator
+        Randomness of the initial blocks, bias and new rules (host draws, SPEC 7).
     device, dtype : optional
 
     Notes
@@ -106,7 +110,7 @@ class PHMLinear(nn.Module):
     Examples
     --------
     >>> import torch
-    >>> layer = PHMLinear(8, 12, n=4, rank=1)
+    >>> layer = PHMLinear(8, 12, n=4, rank=1, rng=0)
     >>> layer(torch.ones(2, 8)).shape
     torch.Size([2, 12])
     >>> layer.n_weight_params == 4**3 + (8 + 12)
@@ -114,28 +118,26 @@ class PHMLinear(nn.Module):
     """
 
     def __init__(self, in_features: int, out_features: int, *, n: int, rank: int | None = None,
-                 bias: bool = True, rules: PHMRules | None = None, device: Any = None,
-                 dtype: Any = None) -> None:
+                 bias: bool = True, rules: PHMRules | None = None, rng: RNG = None,
+                 device: Any = None, dtype: Any = None) -> None:
         super().__init__()
-        in_features, out_features = int(in_features), int(out_features)
-        if isinstance(n, bool) or int(n) < 1:
-            raise ValueError(f"n must be a positive integer, got {n!r}")
-        n = int(n)
-        if in_features < 1 or out_features < 1 or in_features % n or out_features % n:
+        n = check_count(n, "n")
+        self._init_features(in_features, out_features)
+        in_features, out_features = self.in_features, self.out_features
+        if in_features % n or out_features % n:
             raise ValueError(
                 f"n = {n} must divide in_features = {in_features} and "
-                f"out_features = {out_features} (both positive)"
+                f"out_features = {out_features}"
             )
-        if rank is not None and (isinstance(rank, bool) or int(rank) < 1):
-            raise ValueError(f"rank must be a positive integer or None, got {rank!r}")
+        self.rank = None if rank is None else check_count(rank, "rank")
+        gen = check_rng(rng)
         if rules is None:
-            rules = PHMRules(n, device=device, dtype=dtype)
+            rules = PHMRules(n, rng=gen, device=device, dtype=dtype)
         elif not isinstance(rules, PHMRules):
             raise TypeError(f"rules must be a PHMRules, got {type(rules).__name__}")
         elif rules.n != n:
             raise ValueError(f"rules have n = {rules.n}, the layer n = {n}")
-        self.in_features, self.out_features, self.n = in_features, out_features, n
-        self.rank = None if rank is None else int(rank)
+        self.n = n
         self.rules = rules
         p, q = out_features // n, in_features // n
         kw: dict[str, Any] = {"device": device, "dtype": dtype}
@@ -147,28 +149,23 @@ class PHMLinear(nn.Module):
             self.register_parameter("phm_b", None)
             self.phm_s: nn.Parameter | None = nn.Parameter(torch.empty((n, p, self.rank), **kw))
             self.phm_t: nn.Parameter | None = nn.Parameter(torch.empty((n, self.rank, q), **kw))
-        if bias:
-            self.bias: nn.Parameter | None = nn.Parameter(torch.empty(out_features, **kw))
-        else:
-            self.register_parameter("bias", None)
-        self.reset_parameters()
+        self._make_bias(bias, device, dtype)
+        self.reset_parameters(rng=gen)
 
-    def reset_parameters(self) -> None:
+    def reset_parameters(self, *, rng: RNG = None) -> None:
         """Blocks scaled so that ``W`` has the entry variance of :class:`torch.nn.Linear`.
 
-        The (possibly shared) rules are left as they are.
+        Host draws (SPEC 7); the (possibly shared) rules are left as they are.
         """
+        gen = check_rng(rng)
         target = 1.0 / (3.0 * self.in_features)  # Var of nn.Linear's default weights
-        with torch.no_grad():
-            if self.phm_b is not None:
-                nn.init.normal_(self.phm_b, std=math.sqrt(target))
-            else:
-                std = (target / float(self.rank or 1)) ** 0.25
-                nn.init.normal_(_param(self.phm_s), std=std)
-                nn.init.normal_(_param(self.phm_t), std=std)
-            if self.bias is not None:
-                bound = 1.0 / math.sqrt(self.in_features)
-                nn.init.uniform_(self.bias, -bound, bound)
+        if self.phm_b is not None:
+            fill_normal_(self.phm_b, math.sqrt(target), gen)
+        else:
+            std = (target / float(self.rank or 1)) ** 0.25
+            fill_normal_(_param(self.phm_s), std, gen)
+            fill_normal_(_param(self.phm_t), std, gen)
+        self._reset_bias(gen)
 
     def blocks(self) -> Tensor:
         """The blocks ``B_i`` as one tensor of shape ``(n, out/n, in/n)``."""
@@ -178,8 +175,6 @@ class PHMLinear(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """``x W^T + b`` without forming ``W``."""
-        from .. import kron_matmul
-
         y = kron_matmul(x, (self.rules.weight, self.blocks()))
         if self.bias is not None:
             y = y + self.bias
@@ -187,14 +182,7 @@ class PHMLinear(nn.Module):
 
     def weight(self) -> Tensor:
         """The dense weight ``sum_i A_i ⊗ B_i`` (formed on demand; differentiable)."""
-        A, Bk = self.rules.weight, self.blocks()
-        n, p, q = Bk.shape
-        return torch.einsum("iac,ibd->abcd", A, Bk).reshape(n * p, n * q)
-
-    def to_dense(self) -> nn.Linear:
-        """The equivalent :class:`torch.nn.Linear` (a new layer; weights copied)."""
-        with torch.no_grad():
-            return dense_linear(self.weight(), self.bias)
+        return kron_dense(self.rules.weight, self.blocks())
 
     @property
     def n_weight_params(self) -> int:
@@ -202,14 +190,9 @@ class PHMLinear(nn.Module):
         own = sum(p.numel() for p in (self.phm_b, self.phm_s, self.phm_t) if p is not None)
         return own + self.rules.weight.numel()
 
-    @property
-    def n_params(self) -> int:
-        """All parameters (rules, blocks, bias)."""
-        return sum(p.numel() for p in self.parameters())
-
     def extra_repr(self) -> str:
-        return (f"in_features={self.in_features}, out_features={self.out_features}, "
-                f"n={self.n}, rank={self.rank}, bias={self.bias is not None}")
+        return (f"{self._features_repr()}, n={self.n}, rank={self.rank}, "
+                f"bias={self.bias is not None}")
 
 
 _ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
@@ -245,6 +228,8 @@ class CompacterAdapter(nn.Module):
     init_identity : bool, default True
         Start ``up`` at zero (its ``s_i`` and bias), so the adapter is the
         identity at initialisation and the pretrained function is unchanged.
+    rng : None, int or numpy.random.Generator
+        Randomness of the initial projections (and new rules), host draws (SPEC 7).
     device, dtype : optional
 
     References
@@ -255,7 +240,7 @@ class CompacterAdapter(nn.Module):
     Examples
     --------
     >>> import torch
-    >>> ad = CompacterAdapter(32, reduction=4, n=4)
+    >>> ad = CompacterAdapter(32, reduction=4, n=4, rng=0)
     >>> h = torch.randn(2, 5, 32)
     >>> bool(torch.equal(ad(h), h))  # identity at initialisation
     True
@@ -265,25 +250,25 @@ class CompacterAdapter(nn.Module):
 
     def __init__(self, dim: int, *, bottleneck: int | None = None, reduction: int = 16,
                  n: int = 4, rules: PHMRules | None = None, activation: str = "gelu",
-                 init_identity: bool = True, device: Any = None, dtype: Any = None) -> None:
+                 init_identity: bool = True, rng: RNG = None, device: Any = None,
+                 dtype: Any = None) -> None:
         super().__init__()
         dim = int(dim)
         if bottleneck is None:
-            if isinstance(reduction, bool) or int(reduction) < 1:
-                raise ValueError(f"reduction must be a positive integer, got {reduction!r}")
-            bottleneck = dim // int(reduction)
+            bottleneck = dim // check_count(reduction, "reduction")
         bottleneck = int(bottleneck)
         if bottleneck < 1:
             raise ValueError(f"bottleneck must be positive, got {bottleneck} (dim {dim})")
         if activation not in _ACTIVATIONS:
             raise ValueError(
                 f"activation must be one of {sorted(_ACTIVATIONS)}, got {activation!r}")
+        gen = check_rng(rng)
         if rules is None:
-            rules = PHMRules(n, device=device, dtype=dtype)
+            rules = PHMRules(n, rng=gen, device=device, dtype=dtype)
         self.dim, self.bottleneck, self.n = dim, bottleneck, int(n)
-        self.down = PHMLinear(dim, bottleneck, n=n, rank=1, rules=rules, device=device,
+        self.down = PHMLinear(dim, bottleneck, n=n, rank=1, rules=rules, rng=gen, device=device,
                               dtype=dtype)
-        self.up = PHMLinear(bottleneck, dim, n=n, rank=1, rules=rules, device=device,
+        self.up = PHMLinear(bottleneck, dim, n=n, rank=1, rules=rules, rng=gen, device=device,
                             dtype=dtype)
         self.activation = _ACTIVATIONS[activation]()
         if init_identity:
@@ -341,16 +326,11 @@ def _output_dim(module: nn.Module, name: str) -> int:
         f"cannot infer the output size of {name!r} ({type(module).__name__}); pass dim=")
 
 
-def _set_submodule(model: nn.Module, name: str, new: nn.Module) -> None:
-    parent_name, _, child = name.rpartition(".")
-    parent = model.get_submodule(parent_name) if parent_name else model
-    setattr(parent, child, new)
-
-
 def add_adapters(model: nn.Module, /, *, targets: str | Sequence[str],
                  reduction: int = 16, bottleneck: int | None = None, n: int = 4,
                  dim: int | None = None, activation: str = "gelu",
-                 train_layer_norms: bool = True, freeze: bool = True) -> nn.Module:
+                 train_layer_norms: bool = True, freeze: bool = True,
+                 rng: RNG = None) -> nn.Module:
     """Insert Compacter adapters after chosen sublayers and freeze everything else.
 
     Parameters
@@ -373,6 +353,8 @@ def add_adapters(model: nn.Module, /, *, targets: str | Sequence[str],
     freeze : bool, default True
         Set ``requires_grad=False`` on every pre-existing parameter (except
         LayerNorms with ``train_layer_norms``).
+    rng : None, int or numpy.random.Generator
+        One generator for the shared rules and every adapter (host draws, SPEC 7).
 
     Returns
     -------
@@ -392,7 +374,7 @@ def add_adapters(model: nn.Module, /, *, targets: str | Sequence[str],
     >>> import torch
     >>> from torch import nn
     >>> net = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 16))
-    >>> tuned = add_adapters(net, targets=r"0|2", reduction=4, n=4)
+    >>> tuned = add_adapters(net, targets=r"0|2", reduction=4, n=4, rng=0)
     >>> x = torch.randn(3, 16)
     >>> bool(torch.allclose(tuned(x), net(x)))  # adapters start as the identity
     True
@@ -424,11 +406,12 @@ def add_adapters(model: nn.Module, /, *, targets: str | Sequence[str],
             keep = train_layer_norms and isinstance(mod, nn.LayerNorm)
             for p in mod.parameters(recurse=False):
                 p.requires_grad_(keep)
-    rules = PHMRules(n, **kw)
+    gen = check_rng(rng)
+    rules = PHMRules(n, rng=gen, **kw)
     for name in chosen:
         sub = new.get_submodule(name)
         k = dim if dim is not None else _output_dim(sub, name)
         adapter = CompacterAdapter(k, bottleneck=bottleneck, reduction=reduction, n=n,
-                                   rules=rules, activation=activation, **kw)
-        _set_submodule(new, name, _Adapted(sub, adapter))
+                                   rules=rules, activation=activation, rng=gen, **kw)
+        set_submodule(new, name, _Adapted(sub, adapter))
     return new

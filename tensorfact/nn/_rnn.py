@@ -22,18 +22,11 @@ import torch
 from torch import nn
 
 from .._backend import check_rng
+from ._common import RNG, check_count, host_uniform
 
 __all__ = ["CPRNN", "CPRNNCell", "SecondOrderRNN", "SecondOrderRNNCell"]
 
 _NONLINEARITIES = ("tanh", "relu", "identity")
-
-
-def _check_size(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be a positive int, got {value!r}")
-    if int(value) < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return int(value)
 
 
 def _check_nonlinearity(value: Any) -> str:
@@ -50,13 +43,6 @@ def _apply_nonlinearity(name: str, z: torch.Tensor) -> torch.Tensor:
     return z
 
 
-def _uniform(gen: np.random.Generator, shape: tuple[int, ...], bound: float,
-             device: Any, dtype: Any) -> torch.Tensor:
-    """Uniform(-bound, bound) draws on the host from ``gen``, moved to ``device``/``dtype``."""
-    values = gen.uniform(-bound, bound, size=shape)
-    return torch.as_tensor(values, dtype=dtype or torch.get_default_dtype(), device=device)
-
-
 class _SecondOrderBase(nn.Module):
     """Shared first-order part (``V h + U x + b``), checks and the non-linearity."""
 
@@ -67,15 +53,15 @@ class _SecondOrderBase(nn.Module):
     def _init_first_order(self, input_size: int, hidden_size: int, bias: bool,
                           nonlinearity: str, gen: np.random.Generator,
                           device: Any, dtype: Any) -> None:
-        self.input_size = _check_size(input_size, "input_size")
-        self.hidden_size = _check_size(hidden_size, "hidden_size")
+        self.input_size = check_count(input_size, "input_size")
+        self.hidden_size = check_count(hidden_size, "hidden_size")
         self.nonlinearity = _check_nonlinearity(nonlinearity)
         bound = 1.0 / math.sqrt(self.hidden_size)
         H, D = self.hidden_size, self.input_size
-        self.weight_hh = nn.Parameter(_uniform(gen, (H, H), bound, device, dtype))
-        self.weight_ih = nn.Parameter(_uniform(gen, (H, D), bound, device, dtype))
+        self.weight_hh = nn.Parameter(host_uniform(gen, (H, H), bound, device=device, dtype=dtype))
+        self.weight_ih = nn.Parameter(host_uniform(gen, (H, D), bound, device=device, dtype=dtype))
         if bias:
-            self.bias = nn.Parameter(_uniform(gen, (H,), bound, device, dtype))
+            self.bias = nn.Parameter(host_uniform(gen, (H,), bound, device=device, dtype=dtype))
         else:
             self.register_parameter("bias", None)
 
@@ -183,13 +169,14 @@ class SecondOrderRNNCell(_SecondOrderBase):
     """
 
     def __init__(self, input_size: int, hidden_size: int, *, bias: bool = True,
-                 nonlinearity: str = "tanh", rng: None | int | np.random.Generator = None,
+                 nonlinearity: str = "tanh", rng: RNG = None,
                  device: Any = None, dtype: Any = None) -> None:
         super().__init__()
         gen = check_rng(rng)
         self._init_first_order(input_size, hidden_size, bias, nonlinearity, gen, device, dtype)
         H, D = self.hidden_size, self.input_size
-        self.weight_hxh = nn.Parameter(_uniform(gen, (H, D, H), 1.0 / H, device, dtype))
+        self.weight_hxh = nn.Parameter(host_uniform(gen, (H, D, H), 1.0 / H, device=device,
+                                                    dtype=dtype))
 
     def _bilinear(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
         H, D = self.hidden_size, self.input_size
@@ -256,18 +243,18 @@ class CPRNNCell(_SecondOrderBase):
     init_rel_error: float | None
 
     def __init__(self, input_size: int, hidden_size: int, rank: int, *, bias: bool = True,
-                 nonlinearity: str = "tanh", rng: None | int | np.random.Generator = None,
+                 nonlinearity: str = "tanh", rng: RNG = None,
                  device: Any = None, dtype: Any = None) -> None:
         super().__init__()
         gen = check_rng(rng)
         self._init_first_order(input_size, hidden_size, bias, nonlinearity, gen, device, dtype)
-        self.rank = _check_size(rank, "rank")
+        self.rank = check_count(rank, "rank")
         H, D, R = self.hidden_size, self.input_size, self.rank
         # each factor uniform(-c, c): var(C[(A^T h)*(B^T x)]) ~ R (c^2/3)^3 H D |h|^2 |x|^2/(HD)
         c = (1.0 / (H * math.sqrt(max(R, 1)))) ** (1.0 / 3.0)
-        self.factor_h = nn.Parameter(_uniform(gen, (H, R), c, device, dtype))
-        self.factor_x = nn.Parameter(_uniform(gen, (D, R), c, device, dtype))
-        self.factor_out = nn.Parameter(_uniform(gen, (H, R), c, device, dtype))
+        self.factor_h = nn.Parameter(host_uniform(gen, (H, R), c, device=device, dtype=dtype))
+        self.factor_x = nn.Parameter(host_uniform(gen, (D, R), c, device=device, dtype=dtype))
+        self.factor_out = nn.Parameter(host_uniform(gen, (H, R), c, device=device, dtype=dtype))
         self.init_rel_error = None
 
     def _bilinear(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
@@ -293,7 +280,7 @@ class CPRNNCell(_SecondOrderBase):
     @classmethod
     def from_second_order(cls, cell: SecondOrderRNNCell, rank: int, *,
                           max_iter: int = 500, tol: float = 1e-10, n_init: int = 1,
-                          rng: None | int | np.random.Generator = None) -> CPRNNCell:
+                          rng: RNG = None) -> CPRNNCell:
         """CPRNN cell whose ``A, B, C`` are a rank-``rank`` CP-ALS fit of ``cell``'s tensor.
 
         ``V``, ``U`` and ``b`` are copied. The CP fit runs
@@ -326,7 +313,7 @@ class CPRNNCell(_SecondOrderBase):
 
         if not isinstance(cell, SecondOrderRNNCell):
             raise TypeError(f"cell must be a SecondOrderRNNCell, got {type(cell).__name__}")
-        rank = _check_size(rank, "rank")
+        rank = check_count(rank, "rank")
         W = cell.weight_hxh
         new = cls(cell.input_size, cell.hidden_size, rank, bias=cell.bias is not None,
                   nonlinearity=cell.nonlinearity, rng=0, device=W.device, dtype=W.dtype)
@@ -423,7 +410,7 @@ class SecondOrderRNN(_SequenceBase):
     """
 
     def __init__(self, input_size: int, hidden_size: int, *, bias: bool = True,
-                 nonlinearity: str = "tanh", rng: None | int | np.random.Generator = None,
+                 nonlinearity: str = "tanh", rng: RNG = None,
                  device: Any = None, dtype: Any = None) -> None:
         super().__init__()
         self.cell = SecondOrderRNNCell(input_size, hidden_size, bias=bias,
@@ -454,7 +441,7 @@ class CPRNN(_SequenceBase):
     cell: CPRNNCell
 
     def __init__(self, input_size: int, hidden_size: int, rank: int, *, bias: bool = True,
-                 nonlinearity: str = "tanh", rng: None | int | np.random.Generator = None,
+                 nonlinearity: str = "tanh", rng: RNG = None,
                  device: Any = None, dtype: Any = None) -> None:
         super().__init__()
         self.cell = CPRNNCell(input_size, hidden_size, rank, bias=bias,

@@ -22,18 +22,11 @@ import torch
 from torch import nn
 
 from .._backend import check_rng
+from ._common import RNG, check_count, dense_linear, set_submodule
 
 __all__ = ["ROSALinear", "merge_rosa", "resample_rosa", "rosa"]
 
 Selector = None | str | Sequence[str] | Callable[[str, nn.Module], bool]
-
-
-def _check_rank(rank: Any) -> int:
-    if isinstance(rank, bool) or not isinstance(rank, (int, np.integer)):
-        raise TypeError(f"rank must be a positive int, got {rank!r}")
-    if int(rank) < 1:
-        raise ValueError(f"rank must be a positive int, got {rank!r}")
-    return int(rank)
 
 
 class ROSALinear(nn.Module):
@@ -107,7 +100,7 @@ class ROSALinear(nn.Module):
     weight_frozen: torch.Tensor
 
     def __init__(self, in_features: int, out_features: int, rank: int, *, bias: bool = True,
-                 train_bias: bool = False, rng: None | int | np.random.Generator = None,
+                 train_bias: bool = False, rng: RNG = None,
                  device: Any = None, dtype: Any = None) -> None:
         super().__init__()
         for name, v in (("in_features", in_features), ("out_features", out_features)):
@@ -115,7 +108,7 @@ class ROSALinear(nn.Module):
                 raise ValueError(f"{name} must be a positive int, got {v!r}")
         self.in_features = int(in_features)
         self.out_features = int(out_features)
-        self.rank = min(_check_rank(rank), self.in_features, self.out_features)
+        self.rank = min(check_count(rank, "rank"), self.in_features, self.out_features)
         self.train_bias = bool(train_bias)
         self._gen = check_rng(rng)
         kw = {"device": device, "dtype": dtype or torch.get_default_dtype()}
@@ -131,7 +124,7 @@ class ROSALinear(nn.Module):
 
     @classmethod
     def from_linear(cls, linear: nn.Linear, rank: int, *, train_bias: bool = False,
-                    rng: None | int | np.random.Generator = None) -> ROSALinear:
+                    rng: RNG = None) -> ROSALinear:
         """Wrap a pretrained :class:`torch.nn.Linear` (copied, not modified).
 
         The result computes the same function as ``linear`` (to rounding) and
@@ -190,7 +183,7 @@ class ROSALinear(nn.Module):
                                         self.subspace_up)
 
     @torch.no_grad()
-    def resample(self, *, rng: None | int | np.random.Generator = None) -> None:
+    def resample(self, *, rng: RNG = None) -> None:
         """Merge the trained subspace into the weight and draw a new random subspace.
 
         The function is unchanged (up to rounding in the layer's dtype).
@@ -218,13 +211,7 @@ class ROSALinear(nn.Module):
     @torch.no_grad()
     def merge(self) -> nn.Linear:
         """A plain :class:`torch.nn.Linear` with weight ``W_f + U_r V_r`` (same function)."""
-        W = self.weight().detach()
-        lin = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None,
-                        device=W.device, dtype=W.dtype)
-        lin.weight.copy_(W)
-        if self.bias is not None and lin.bias is not None:
-            lin.bias.copy_(self.bias)
-        return lin.train(self.training)
+        return dense_linear(self.weight().detach(), self.bias).train(self.training)
 
     def to_dense(self) -> nn.Linear:
         """Same as :meth:`merge`."""
@@ -256,15 +243,9 @@ def _as_matcher(sel: Selector, name: str) -> Callable[[str, nn.Module], bool] | 
     return lambda qualname, _mod: any(fnmatch.fnmatchcase(qualname, p) for p in patterns)
 
 
-def _set_submodule(model: nn.Module, qualname: str, new: nn.Module) -> None:
-    parent_name, _, child = qualname.rpartition(".")
-    parent = model.get_submodule(parent_name) if parent_name else model
-    setattr(parent, child, new)
-
-
 def rosa(model: nn.Module, /, rank: int, *, include: Selector = None, exclude: Selector = None,
          train_bias: bool = False, inplace: bool = False,
-         rng: None | int | np.random.Generator = None) -> nn.Module:
+         rng: RNG = None) -> nn.Module:
     """Wrap the chosen linear layers of ``model`` in :class:`ROSALinear` and freeze the rest.
 
     Parameters
@@ -306,7 +287,7 @@ def rosa(model: nn.Module, /, rank: int, *, include: Selector = None, exclude: S
     >>> sum(p.numel() for p in adapted.parameters() if p.requires_grad)
     32
     """
-    rank = _check_rank(rank)
+    rank = check_count(rank, "rank")
     inc = _as_matcher(include, "include")
     exc = _as_matcher(exclude, "exclude")
     gen = check_rng(rng)
@@ -321,12 +302,12 @@ def rosa(model: nn.Module, /, rank: int, *, include: Selector = None, exclude: S
     for p in target.parameters():
         p.requires_grad_(False)
     for name, mod in chosen:
-        _set_submodule(target, name, ROSALinear.from_linear(mod, rank, train_bias=train_bias,
+        set_submodule(target, name, ROSALinear.from_linear(mod, rank, train_bias=train_bias,
                                                             rng=gen))
     return target
 
 
-def resample_rosa(model: nn.Module, /, *, rng: None | int | np.random.Generator = None) -> int:
+def resample_rosa(model: nn.Module, /, *, rng: RNG = None) -> int:
     """Call :meth:`ROSALinear.resample` on every ROSA layer of ``model``; returns how many."""
     gen = None if rng is None else check_rng(rng)
     n = 0
@@ -344,5 +325,5 @@ def merge_rosa(model: nn.Module, /, *, inplace: bool = False) -> nn.Module:
         if isinstance(mod, ROSALinear):
             if not name:
                 raise ValueError("model is itself a ROSALinear; call its merge() method")
-            _set_submodule(target, name, mod.merge())
+            set_submodule(target, name, mod.merge())
     return target

@@ -12,7 +12,7 @@ from torch.func import functional_call  # noqa: E402
 
 from tensorfact import nearest_kronecker  # noqa: E402
 from tensorfact.nn import KroneckerEmbedding, KroneckerLinear  # noqa: E402
-from tensorfact.nn._kronecker import plan_kronecker  # noqa: E402
+from tensorfact.nn._planner import plan_kronecker  # noqa: E402
 
 TOL = {torch.float32: 1e-5, torch.float64: 1e-12}
 
