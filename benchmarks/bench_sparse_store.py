@@ -1,0 +1,256 @@
+"""Benchmark: exact sparse ALS and SPALS out of core, on a planted Amazon-shaped store.
+
+A planted rank-10 sparse CP tensor with the shape of the Amazon review tensor
+of the SPALS paper (FROSTT version: 4821207 x 1774269 x 1805187) and ``--nnz``
+nonzeros (default 2 * 10^8, relative noise 0.1) is written to disk as a
+``DaskSparseTensor`` store by ``tensorfact.datasets.planted_sparse_store``
+(partition by partition, never in memory), unless the store folder already
+holds it. Then, from the same random initial factors:
+
+(``--exact``: an exactly low-rank plant with sparse factor columns instead of
+power-law positions, so that the fit can approach 1 - noise.)
+
+- **exact sparse ALS** (``cp_als``, ``tol=0``) and **SPALS** (``spals``,
+  default sample counts, no exact fits during the run) for ``--iters``
+  sweeps each, on the local threaded Dask scheduler;
+- the same two runs on a ``distributed.LocalCluster`` (``--workers``
+  processes of ``--threads-per-worker`` threads; skip with ``--no-cluster``).
+
+Measured per run: wall time per sweep (from ``CPALSResult.history.time``),
+the exact fit ``1 - ||X - model|| / ||X||`` at the end (ALS: from its last
+MTTKRP; SPALS: one exact residual pass, timed separately), the bytes of array
+data read from the store per sweep (``DaskSparseTensor.bytes_read``, reset by
+the callback after every sweep) against the size of the store and of one pass
+over the nonzeros, the peak RSS of the process that ran it (every run is a
+fresh process; the cluster runs also report each worker's peak RSS) and, on
+the cluster, the bytes the workers sent to each other (``distributed``'s
+``transfer_outgoing_bytes_total``). Numba kernels are compiled (or loaded
+from the cache) on a tiny store first, outside the timings.
+
+The default store folder, ``build/sparse_store/`` at the repository root, is
+git-ignored. At the default size the store takes about 16 GB of disk (80 bytes
+per nonzero: 20 in the primary partitions, 20 per mode in the fiber indexes) and
+the build tens of minutes; ``--nnz 100000 --shape 20000,8000,8000 --iters 2``
+checks that the script works in seconds.
+
+Results: ``benchmarks/results/sparse_store[_<tag>].json`` and a table.
+"""
+
+from __future__ import annotations
+
+import _common  # noqa: I001  (must come first: pins BLAS threads before NumPy loads)
+
+N_THREADS = _common.pin_threads()
+
+import argparse  # noqa: E402
+import concurrent.futures as cf  # noqa: E402
+import math  # noqa: E402
+import multiprocessing  # noqa: E402
+import resource  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+AMAZON_SHAPE = (4821207, 1774269, 1805187)
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_STORE_DIR = ROOT / "build" / "sparse_store"
+
+
+def _peak_rss_bytes() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+
+
+def _spawn(fn: Any, *args: Any) -> Any:
+    """Run ``fn(*args)`` in a fresh process (its own peak RSS), return its result."""
+    ctx = multiprocessing.get_context("spawn")
+    with cf.ProcessPoolExecutor(max_workers=1, mp_context=ctx) as ex:
+        return ex.submit(fn, *args).result()
+
+
+# --------------------------------------------------------------------------- #
+# the store
+# --------------------------------------------------------------------------- #
+def _build(store: str, shape: tuple[int, ...], rank: int, nnz: int, partition_nnz: int,
+           seed: int, exact: bool) -> dict[str, Any]:
+    from tensorfact.datasets import planted_sparse_store
+
+    t0 = time.perf_counter()
+    X, _ = planted_sparse_store(store, shape, rank, nnz, noise=0.1, exact=exact, rng=seed,
+                                partition_nnz=partition_nnz, progress=True)
+    return {"build_s": time.perf_counter() - t0, "build_peak_rss_bytes": _peak_rss_bytes(),
+            "nnz": X.nnz}
+
+
+def ensure_store(store: Path, shape: tuple[int, ...], rank: int, nnz: int, partition_nnz: int,
+                 seed: int, exact: bool) -> dict[str, Any]:
+    """Open the store, building it first (in a child process) when absent."""
+    from tensorfact.formats import DaskSparseTensor
+
+    info: dict[str, Any] = {"built_now": False}
+    if not (store / "meta.json").exists():
+        print(f"building {store} ({nnz} nonzeros, shape {shape}) ...", flush=True)
+        info.update(_spawn(_build, str(store), shape, rank, nnz, partition_nnz, seed, exact))
+        info["built_now"] = True
+    X = DaskSparseTensor(store)
+    if X.shape != shape:
+        raise SystemExit(f"{store} holds a tensor of shape {X.shape}, not {shape}; "
+                         "choose another --store")
+    info.update(store=str(store), exact=exact, shape=list(X.shape), nnz=X.nnz,
+                npartitions=X.npartitions,
+                store_bytes=X.store_nbytes, primary_bytes=X.primary_nbytes)
+    return info
+
+
+# --------------------------------------------------------------------------- #
+# one run (in its own process)
+# --------------------------------------------------------------------------- #
+def _warm_up_kernels(like_shape: tuple[int, ...]) -> None:
+    """Compile or load the Numba kernels on a tiny store with the same dtypes."""
+    from tensorfact.formats import DaskSparseTensor, SparseTensor
+    from tensorfact.formats.dask_sparse._store import index_dtype_for
+
+    wide = index_dtype_for(like_shape) != np.int32
+    shape = (2**31, 30, 20) if wide else (40, 30, 20)  # int64 or int32 coordinates
+    rng = np.random.default_rng(0)
+    S = SparseTensor(np.stack([rng.integers(0, d, 200) for d in shape], 1),
+                     rng.standard_normal(200), shape)
+    with tempfile.TemporaryDirectory() as d:
+        X = DaskSparseTensor.from_sparse(S, Path(d) / "w", 2)
+        F = [np.ones((s, 2)) for s in shape]
+        X.mttkrp(F, 0)
+        X.residual_norm_sq(np.ones(2), F)
+        X.sampled_fibers(0, np.zeros((1, 2), dtype=np.int64))
+
+
+def _run(store: str, method: str, rank: int, iters: int, seed: int, cluster: dict | None
+         ) -> dict[str, Any]:
+    from tensorfact import CPTensor, cp_als, spals
+    from tensorfact.formats import DaskSparseTensor
+
+    X = DaskSparseTensor(store)
+    _warm_up_kernels(X.shape)
+    rng = np.random.default_rng(seed)
+    init = CPTensor([rng.standard_normal((s, rank)) for s in X.shape])
+    client = None
+    if cluster is not None:
+        from distributed import Client, LocalCluster
+
+        lc = LocalCluster(n_workers=cluster["workers"], processes=True,
+                          threads_per_worker=cluster["threads_per_worker"],
+                          dashboard_address=None)
+        client = Client(lc)
+        client.run(_warm_up_kernels, X.shape)
+    try:
+        normX2 = X.norm_sq()
+        X.check_finite()
+        per_bytes: list[int] = []
+        X.reset_bytes_read()
+
+        def count(it: int, cp: Any, rel: float) -> None:
+            per_bytes.append(X.reset_bytes_read())
+
+        sent0 = _sent(client)
+        if method == "als":
+            res = cp_als(X, rank, init=init, max_iter=iters, tol=0, callback=count)
+            fit = 1.0 - res.rel_error
+            exact_s = 0.0
+            exact_bytes = 0
+        else:
+            res = spals(X, rank, init=init, max_iter=iters, rng=seed, callback=count)
+            t0 = time.perf_counter()
+            resid = X.residual_norm_sq(res.cp.weights, list(res.cp.factors))
+            exact_s = time.perf_counter() - t0
+            exact_bytes = X.reset_bytes_read()
+            fit = 1.0 - math.sqrt(max(resid, 0.0) / normX2)
+        sent = _sent(client) - sent0
+        t = np.asarray(res.history.time)
+        out: dict[str, Any] = {
+            "method": method, "scheduler": "threads" if cluster is None else "LocalCluster",
+            "iters": res.n_iter, "per_iter_s": np.diff(np.concatenate([[0.0], t])).tolist(),
+            "fit": fit, "exact_fit_s": exact_s, "exact_fit_bytes": exact_bytes,
+            "bytes_per_iter": per_bytes, "peak_rss_bytes": _peak_rss_bytes(),
+        }
+        if client is not None:
+            out["bytes_between_workers"] = sent
+            out["worker_peak_rss_bytes"] = list(client.run(_peak_rss_bytes).values())
+            out["cluster"] = cluster
+        return out
+    finally:
+        if client is not None:
+            client.close()
+            lc.close()
+
+
+def _sent(client: Any) -> int:
+    if client is None:
+        return 0
+    per = client.run(lambda dask_worker: dask_worker.transfer_outgoing_bytes_total)
+    return int(sum(per.values()))
+
+
+# --------------------------------------------------------------------------- #
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--nnz", type=int, default=200_000_000, help="nonzeros (default: 2e8)")
+    p.add_argument("--shape", default=",".join(map(str, AMAZON_SHAPE)),
+                   help="comma-separated shape (default: the Amazon review tensor's)")
+    p.add_argument("--rank", type=int, default=10, help="planted and fitted rank (default: 10)")
+    p.add_argument("--iters", type=int, default=3, help="sweeps per method (default: 3)")
+    p.add_argument("--store", default=None,
+                   help=f"store folder (default: {DEFAULT_STORE_DIR}/<shape>-<nnz>, git-ignored)")
+    p.add_argument("--partition-nnz", type=int, default=1 << 23,
+                   help="nonzeros per partition when building (default: 2^23)")
+    p.add_argument("--exact", action="store_true",
+                   help="plant an exactly low-rank tensor (sparse factor columns) instead of "
+                        "power-law positions (default: off)")
+    p.add_argument("--workers", type=int, default=2, help="LocalCluster workers (default: 2)")
+    p.add_argument("--threads-per-worker", type=int, default=1,
+                   help="threads per LocalCluster worker (default: 1)")
+    p.add_argument("--no-cluster", action="store_true", help="skip the LocalCluster runs")
+    p.add_argument("--seed", type=int, default=0, help="seed (default: 0)")
+    p.add_argument("--tag", default=None, help="suffix of the JSON file name (default: none)")
+    p.add_argument("--out", default=None,
+                   help="JSON path (default: benchmarks/results/sparse_store[_TAG].json)")
+    args = p.parse_args()
+    shape = tuple(int(s) for s in args.shape.split(","))
+    name = f"{'x'.join(map(str, shape))}-{args.nnz}" + ("-exact" if args.exact else "")
+    store = Path(args.store) if args.store else DEFAULT_STORE_DIR / name
+    info = ensure_store(store, shape, args.rank, args.nnz, args.partition_nnz, args.seed,
+                        args.exact)
+    print(f"store: {info['nnz']} nonzeros in {info['npartitions']} partitions, "
+          f"{info['store_bytes'] / 2**30:.2f} GiB ({info['primary_bytes'] / 2**30:.2f} GiB "
+          "per pass over the nonzeros)", flush=True)
+    runs = []
+    clusters: list[dict | None] = [None]
+    if not args.no_cluster:
+        clusters.append({"workers": args.workers, "threads_per_worker": args.threads_per_worker})
+    for cluster in clusters:
+        for method in ("als", "spals"):
+            r = _spawn(_run, str(store), method, args.rank, args.iters, args.seed, cluster)
+            runs.append(r)
+            print(f"{method:6s} {r['scheduler']:12s} fit {r['fit']:.6f}  "
+                  f"{np.median(r['per_iter_s']):.3f} s/iter  "
+                  f"{np.median(r['bytes_per_iter']) / 2**20:.1f} MiB/iter", flush=True)
+    rows = []
+    for r in runs:
+        med_bytes = float(np.median(r["bytes_per_iter"]))
+        rows.append([r["method"], r["scheduler"], f"{r['fit']:.6f}",
+                     f"{np.median(r['per_iter_s']):.3f}", f"{med_bytes / 2**20:.1f}",
+                     f"{med_bytes / info['store_bytes']:.2e}",
+                     f"{r['peak_rss_bytes'] / 2**30:.2f}",
+                     f"{r.get('bytes_between_workers', 0) / 2**20:.1f}"])
+    header = ["method", "scheduler", "fit", "s/iter", "MiB read/iter", "read/store",
+              "peak RSS GiB", "MiB between workers"]
+    print(_common.format_table(rows, header))
+    payload = {"machine": _common.machine_info(N_THREADS), "store": info, "rank": args.rank,
+               "iters": args.iters, "seed": args.seed, "runs": runs}
+    name = "sparse_store" + (f"_{args.tag}" if args.tag else "")
+    out = Path(args.out) if args.out else None
+    print("wrote", _common.write_json(name, payload, out=out))
+
+
+if __name__ == "__main__":
+    main()
