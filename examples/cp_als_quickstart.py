@@ -15,8 +15,10 @@ wall time:
 
 Run::
 
-    python examples/cp_als_quickstart.py [--out docs/img/cp_als_convergence.png] [--quick]
+    python examples/cp_als_quickstart.py [--out DIR] [--quick]
 
+The plot goes to ``DIR/cp_als_convergence.png`` (default ``examples_out/``,
+ignored by git; the docs' figure is made with ``--out docs/img``).
 ``--quick`` crops the image and shrinks the planted tensor (a few seconds).
 """
 
@@ -34,7 +36,7 @@ import numpy as np
 import tensorfact as tf
 from tensorfact.datasets import planted_cp
 
-DEFAULT_OUT = Path(__file__).resolve().parent.parent / "docs" / "img" / "cp_als_convergence.png"
+FIGURE = "cp_als_convergence.png"
 
 
 def load_indian_pines(quick: bool) -> np.ndarray:
@@ -96,7 +98,8 @@ def plot(runs: list[Run], floor: float, out: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="CP-ALS on Indian Pines and a planted tensor")
-    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="PNG path for the plot")
+    p.add_argument("--out", type=Path, default=Path("examples_out"),
+                   help="folder for the plot (default: examples_out, ignored by git)")
     p.add_argument("--quick", action="store_true", help="small sizes for a smoke test")
     args = p.parse_args(argv)
 
@@ -128,8 +131,9 @@ def main(argv: list[str] | None = None) -> int:
     fms = runs[-1].result.cp.factor_match_score(truth)
     print(f"\nplanted: noise floor {floor:.4f}, factor match score vs truth {fms:.4f}")
 
-    plot(runs, floor, args.out)
-    print(f"wrote {args.out}")
+    out = args.out / FIGURE
+    plot(runs, floor, out)
+    print(f"wrote {out}")
     return 0
 
 

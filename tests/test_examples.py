@@ -16,10 +16,11 @@ pytest.importorskip("matplotlib")
 
 def test_cp_als_quickstart(tmp_path: Path) -> None:
     """Runs on Indian Pines (shipped inside TensorLy) and a planted tensor; writes the PNG."""
-    out = tmp_path / "convergence.png"
+    out = tmp_path / "cp_als_convergence.png"
     env = dict(os.environ, MPLBACKEND="Agg", OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
     proc = subprocess.run(
-        [sys.executable, str(EXAMPLES / "cp_als_quickstart.py"), "--quick", "--out", str(out)],
+        [sys.executable, str(EXAMPLES / "cp_als_quickstart.py"), "--quick", "--out",
+         str(tmp_path)],
         capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stderr
@@ -28,3 +29,28 @@ def test_cp_als_quickstart(tmp_path: Path) -> None:
     # the planted line reports a factor match score close to 1
     fms = float(proc.stdout.split("factor match score vs truth")[1].split()[0])
     assert fms > 0.99
+
+
+def _git_status(root: Path) -> str | None:
+    try:
+        proc = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"],
+                              cwd=root, capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return proc.stdout if proc.returncode == 0 else None
+
+
+@pytest.mark.parametrize("script", sorted(p.name for p in EXAMPLES.glob("*.py")))
+def test_examples_leave_the_repository_clean(script: str) -> None:
+    """Run from the repository root with default outputs: git status does not change."""
+    root = EXAMPLES.parent
+    before = _git_status(root)
+    if before is None:
+        pytest.skip("not a git checkout")
+    env = dict(os.environ, MPLBACKEND="Agg", OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, str(EXAMPLES / script), "--quick"],
+                          capture_output=True, text=True, timeout=600, env=env, cwd=root)
+    if proc.returncode != 0 and "No module named" in proc.stderr:
+        pytest.skip(f"{script} needs an optional extra: {proc.stderr.splitlines()[-1]}")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert _git_status(root) == before
