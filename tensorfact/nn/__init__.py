@@ -25,31 +25,37 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
 
 #: public name -> private module of this package that defines it
 _EXPORTS: dict[str, str] = {
-    # nn-A: Kronecker / Shapeshifter layers, PHM / Compacter adapters, compress
+    # Kronecker / Shapeshifter layers and their planner
     "KroneckerLinear": "_kronecker",
     "KroneckerEmbedding": "_kronecker",
+    "KroneckerPlan": "_planner",
+    # PHM / Compacter adapters
     "PHMLinear": "_phm",
     "CompacterAdapter": "_phm",
     "PHMRules": "_phm",
     "add_adapters": "_phm",
-    "compress": "_compress",
-    "CompressionReport": "_compress",
-    "LayerReport": "_compress",
+    # CP-factored linear layers
     "CPLinear": "_cp",
     "CPPlan": "_cp",
-    # nn-B: convolutions, second-order RNNs, ROSA (add entries here)
+    # GKPD / SeKron convolutions
     "GKPDConv2d": "_conv",
     "SeKronConv2d": "_conv",
     "KroneckerConvPlan": "_conv",
     "kronecker_conv2d": "_conv",
+    # second-order RNNs
     "CPRNN": "_rnn",
     "CPRNNCell": "_rnn",
     "SecondOrderRNN": "_rnn",
     "SecondOrderRNNCell": "_rnn",
+    # ROSA adapters
     "ROSALinear": "_rosa",
     "rosa": "_rosa",
     "resample_rosa": "_rosa",
     "merge_rosa": "_rosa",
+    # whole models and checkpoints
+    "compress": "_compress",
+    "CompressionReport": "_compress",
+    "LayerReport": "_compress",
 }
 
 __all__ = sorted(_EXPORTS)

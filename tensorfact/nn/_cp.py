@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from .._backend import check_rng
+from ..decomposition import cp_als
 from ._common import RNG, StructuredLinear, check_compression, check_count, fill_normal_
 
 __all__ = ["CPLinear", "CPPlan"]
@@ -226,8 +227,6 @@ class CPLinear(StructuredLinear):
             Both or neither of ``rank``/``compression``, bad ``shapes``, or a
             compression target that not even rank 1 meets.
         """
-        from .. import cp_als
-
         if not isinstance(linear, nn.Linear):
             raise TypeError(f"linear must be a torch.nn.Linear, got {type(linear).__name__}")
         if (rank is None) == (compression is None):

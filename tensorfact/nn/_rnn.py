@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from .._backend import check_rng
+from ..decomposition import cp_als
 from ._common import RNG, check_count, host_uniform
 
 __all__ = ["CPRNN", "CPRNNCell", "SecondOrderRNN", "SecondOrderRNNCell"]
@@ -309,8 +310,6 @@ class CPRNNCell(_SecondOrderBase):
         TypeError
             ``cell`` is not a :class:`SecondOrderRNNCell`.
         """
-        from ..decomposition import cp_als
-
         if not isinstance(cell, SecondOrderRNNCell):
             raise TypeError(f"cell must be a SecondOrderRNNCell, got {type(cell).__name__}")
         rank = check_count(rank, "rank")
