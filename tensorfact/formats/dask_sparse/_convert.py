@@ -175,7 +175,9 @@ class StoreWriter:
     ----------
     root : path
         A directory that does not exist yet or is empty.
-    shape : tuple of int
+    shape : tuple of int or None
+        The dimensions; ``None`` until :meth:`set_shape` (when they are
+        known only after a pass over the input).
     dtype : numpy dtype
         float32 or float64 values.
     partition_nnz : int

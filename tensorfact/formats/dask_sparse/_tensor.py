@@ -14,6 +14,7 @@ import numpy as np
 
 from ... import _backend as B
 from ..._kernels.sparse import stack_factors
+from ..._validation import check_positive_int, check_shape
 from .._dense import leading_from_gram
 from .._protocol import SparseRows
 from ..sparse import SparseTensor
@@ -169,8 +170,6 @@ class DaskSparseTensor:
         FileNotFoundError
             No file at ``path``.
         """
-        from ..._validation import check_positive_int, check_shape
-
         nnz_target = check_positive_int(partition_nnz, "partition_nnz")
         dims = None if shape is None else check_shape(shape, min_ndim=2)
         convert_tns(path, store, partition_nnz=nnz_target, shape=dims, dtype=dtype,
@@ -185,8 +184,6 @@ class DaskSparseTensor:
         Data of another namespace is copied to the host. The fiber indexes
         get about as many partitions (a fiber is never split).
         """
-        from ..._validation import check_positive_int
-
         if not isinstance(X, SparseTensor):
             raise TypeError(f"X must be a SparseTensor, got {type(X).__name__}")
         if X.ndim < 2:
