@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import math
 
 import numpy as np
 import pytest
@@ -227,3 +228,147 @@ def test_compress_convolutions(method):
         assert row.params_after < row.params_before
     x = torch.randn(2, 8, 6, 6, dtype=torch.float64)
     assert new(x).shape == (2, 4)
+
+
+# --------------------------------------------------------------------------- #
+# per-layer decisions: poor approximations, tiny layers, tied modules and weights
+# --------------------------------------------------------------------------- #
+def _kron_linear(seed, a=(4, 8), b=(8, 4)):
+    """A Linear whose weight is exactly one Kronecker product (optimal error 0)."""
+    rng = np.random.default_rng(seed)
+    W = np.kron(rng.standard_normal(a), rng.standard_normal(b))
+    lin = nn.Linear(W.shape[1], W.shape[0], dtype=torch.float64)
+    with torch.no_grad():
+        lin.weight.copy_(torch.from_numpy(W))
+    return lin
+
+
+def test_compress_keeps_poor_layers_dense():
+    torch.manual_seed(1)
+    model = nn.Sequential(_kron_linear(0), nn.ReLU(), nn.Linear(32, 32, dtype=torch.float64))
+    new, report = compress(model, compression=2, max_rel_error=0.5)
+    assert [r.name for r in report.layers] == ["0"] and report.layers[0].rel_error < 1e-12
+    assert not report.layers[0].skipped and report.layers[0].reason is None
+    (row,) = report.kept_dense
+    assert row.name == "2" and row.skipped and "max_rel_error" in row.reason
+    assert row.new_type == row.type == "Linear" and row.params_after == row.params_before
+    # the error is the optimal one of the structure it was not replaced by
+    layer = KroneckerLinear.from_linear(model[2], compression=2)
+    assert row.rel_error == layer.plan.rel_error > 0.5
+    assert row.detail == layer.plan.detail
+    assert report.skipped == (("2", row.reason),)
+    assert type(new[2]) is nn.Linear and torch.equal(new[2].weight, model[2].weight)
+    assert "kept dense 2: relative error" in str(report)
+    # without a limit every layer is replaced
+    _, everything = compress(model, compression=2, max_rel_error=None)
+    assert [r.name for r in everything.layers] == ["0", "2"] and everything.kept_dense == ()
+
+
+def test_compress_default_threshold_catches_structureless_layers():
+    torch.manual_seed(2)
+    model = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), _kron_linear(1).float())
+    _, report = compress(model, compression=16)
+    assert [r.name for r in report.layers] == ["2"]
+    (row,) = report.kept_dense
+    assert row.name == "0" and row.rel_error > 0.9 and "max_rel_error 0.9" in row.reason
+    assert report.max_rel_error == 0.9 and report.min_features == 4
+
+
+def test_compress_keeps_tiny_layers_dense():
+    torch.manual_seed(3)
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.token_type = nn.Embedding(2, 384)
+            self.stem = nn.Conv2d(1, 16, 3, padding=1)
+            self.rgb = nn.Conv2d(3, 16, 3, padding=1)
+            self.body = nn.Conv2d(16, 16, 3, padding=1)
+
+    model = Net()
+    new, report = compress(model, compression=2, max_rel_error=None)
+    assert [r.name for r in report.layers] == ["body"]
+    reasons = dict(report.skipped)
+    assert set(reasons) == {"token_type", "stem", "rgb"}
+    assert "num_embeddings = 2 < min_features = 4" in reasons["token_type"]
+    assert "in_channels = 1" in reasons["stem"] and "in_channels = 3" in reasons["rgb"]
+    assert all(math.isnan(r.rel_error) for r in report.kept_dense)
+    assert type(new.stem) is nn.Conv2d and type(new.token_type) is nn.Embedding
+    json.dumps(report.to_dict())
+    # the threshold is an argument
+    _, small = compress(model, compression=2, max_rel_error=None, min_features=1,
+                        include="token_type")
+    assert [r.name for r in small.layers] == ["token_type"]
+
+
+def test_compress_replaces_a_tied_module_by_one_shared_module():
+    torch.manual_seed(4)
+
+    class Tied(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.enc = nn.Linear(32, 32)
+            self.dec = self.enc  # the same module object at two places
+            self.head = nn.Linear(32, 8)
+
+        def forward(self, x):
+            return self.head(self.dec(torch.relu(self.enc(x))))
+
+    model = Tied()
+    new, report = compress(model, compression=2, max_rel_error=None)
+    assert isinstance(new.enc, KroneckerLinear) and new.enc is new.dec
+    assert [r.name for r in report.layers] == ["enc", "head"]
+    assert report.layers[0].aliases == ("dec",) and report.layers[1].aliases == ()
+    assert report.model_params_after == sum(p.numel() for p in new.parameters())
+    assert report.model_params_after == (new.enc.n_params + new.head.n_params)
+    assert "enc is also at dec (one shared module)" in str(report)
+    x = torch.randn(3, 32)
+    assert new(x).shape == (3, 8)
+    # a tied module selected at only one of its places stays dense everywhere
+    new2, rep2 = compress(model, compression=2, exclude="^dec$", max_rel_error=None)
+    assert type(new2.enc) is nn.Linear and new2.enc is new2.dec
+    assert dict(rep2.skipped)["enc"] == "also used as dec, which is not selected"
+
+
+def test_compress_keeps_shared_weights_dense():
+    torch.manual_seed(5)
+
+    class SharedWeight(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb = nn.Embedding(32, 16)
+            self.out = nn.Linear(16, 32, bias=False)
+            self.out.weight = self.emb.weight  # parameter tying (two modules, one weight)
+            self.mid = nn.Linear(16, 16)
+
+    model = SharedWeight()
+    new, report = compress(model, compression=2, max_rel_error=None)
+    assert [r.name for r in report.layers] == ["mid"]
+    reasons = dict(report.skipped)
+    assert reasons == {"emb": "its weight is shared with out",
+                       "out": "its weight is shared with emb"}
+    assert new.out.weight is new.emb.weight
+
+
+def test_compress_state_dict_keeps_tiny_and_poor_matrices():
+    rng = np.random.default_rng(6)
+    tensors = {"tiny.weight": rng.standard_normal((2, 64)),
+               "poor.weight": rng.standard_normal((16, 16)),
+               "kron.weight": np.kron(rng.standard_normal((4, 4)), rng.standard_normal((4, 4)))}
+    out, rep = compress_state_dict(tensors, compression=2, max_rel_error=0.5)
+    assert [r.name for r in rep.layers] == ["kron.weight"]
+    assert set(dict(rep.skipped)) == {"tiny.weight", "poor.weight"}
+    assert "rows = 2" in dict(rep.skipped)["tiny.weight"]
+    assert np.array_equal(out["tiny.weight"], tensors["tiny.weight"])
+    assert np.array_equal(out["poor.weight"], tensors["poor.weight"])
+    assert {"kron.kron_a", "kron.kron_b"} <= set(out) and "kron.weight" not in out
+
+
+def test_compress_threshold_arguments_are_checked():
+    model = _net()
+    with pytest.raises(ValueError, match="max_rel_error"):
+        compress(model, max_rel_error=-1)
+    with pytest.raises(TypeError, match="max_rel_error"):
+        compress(model, max_rel_error="0.5")
+    with pytest.raises(ValueError, match="min_features"):
+        compress(model, min_features=0)
