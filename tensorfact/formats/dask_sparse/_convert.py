@@ -405,7 +405,7 @@ def convert_tns(path: str | os.PathLike[str], root: str | os.PathLike[str], *,
     bucket-sorted into primary partitions and deleted, and
     :meth:`StoreWriter.finish` adds the fiber indexes.
     """
-    from ._tns import TnsReader
+    from .._tns import TnsReader
 
     reader = TnsReader(path, shape=shape, dtype=dtype, index_base=index_base,
                        has_values=has_values)

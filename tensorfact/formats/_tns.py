@@ -1,10 +1,10 @@
 """Streaming parser of FROSTT ``.tns`` files: validated blocks of nonzeros.
 
-The same grammar, checks and line-numbered error messages as
-:func:`tensorfact.datasets.read_tns` (one nonzero per line, ``N`` indices then
-the value; ``#`` comments; blank lines ignored; ``.gz`` decompressed on the
-fly), but the entries are yielded block by block instead of collected, so a
-file larger than memory can be converted. Each block (about 32 MiB of text)
+One nonzero per line, ``N`` indices then the value; ``#`` comments; blank
+lines ignored; ``.gz`` decompressed on the fly. The entries are yielded block
+by block, so :func:`tensorfact.datasets.read_tns` collects them and
+``DaskSparseTensor.from_tns`` streams a file larger than memory into a store,
+with the same checks and line-numbered error messages. Each block (about 32 MiB of text)
 is parsed by NumPy's C parser and validated with vectorised checks; only a
 block that fails is scanned line by line, to name the offending line.
 """
@@ -15,6 +15,7 @@ import gzip
 import io
 import os
 import warnings
+import zlib
 from collections.abc import Callable, Iterator
 from typing import IO, Any
 
@@ -44,6 +45,17 @@ def _blocks(f: IO[bytes], block_bytes: int) -> Iterator[tuple[int, bytes]]:
         block, rest = buf[:cut + 1], buf[cut + 1:]
         yield line_no, block
         line_no += block.count(b"\n")
+
+
+def _data_line(block: bytes, first: int, k: int) -> int:
+    """Line number of the ``k``-th data line (comments and blanks skipped) of a block."""
+    seen = -1
+    for j, raw in enumerate(block.split(b"\n")):
+        if raw.split(b"#", 1)[0].strip():
+            seen += 1
+            if seen == k:
+                return first + j
+    return first
 
 
 def _line_error(path: str, line_no: int, msg: str) -> ValueError:
@@ -94,7 +106,7 @@ def _locate(path: str, block: bytes, first: int, ncols: int | None, n_idx: int |
                                          f"{raw.decode(errors='replace').strip()!r}")
         m = n_idx if n_idx is not None else len(nums)
         for c, v in enumerate(nums[:m]):
-            if v != v or v != int(v) or abs(v) >= _MAX_EXACT:
+            if v != v or abs(v) >= _MAX_EXACT or v != int(v):
                 return _line_error(path, ln, f"index in column {c + 1} is not an integer: "
                                              f"{toks[c].decode(errors='replace')}")
             if int(v) < index_base:
@@ -158,8 +170,8 @@ class TnsReader:
         self.size = os.path.getsize(self.path)
         self.ndim: int | None = None
 
-    def blocks(self, on_bytes: Callable[[int], Any] | None = None
-               ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    def blocks(self, on_bytes: Callable[[int], Any] | None = None, *,
+               allow_empty: bool = False) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Yield ``(coords, values)``: 0-based int64 ``(n, N)`` indices and their values.
 
         ``on_bytes(k)`` is called with the number of bytes of the file on
@@ -168,9 +180,18 @@ class TnsReader:
         Raises
         ------
         ValueError
-            A malformed line (the message names the file and line) or a file
-            without data.
+            A malformed line (the message names the file and line), a value
+            that does not fit the dtype, a corrupt or truncated gzip file, or
+            a file without data (unless ``allow_empty``).
         """
+        try:
+            yield from self._blocks(on_bytes, allow_empty)
+        except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+            raise ValueError(f"{self.path}: not a readable gzip file (truncated or corrupt): "
+                             f"{exc}") from None
+
+    def _blocks(self, on_bytes: Callable[[int], Any] | None, allow_empty: bool
+                ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         p = self.path
         dims = self.shape
         base = self.index_base
@@ -210,8 +231,16 @@ class TnsReader:
                     ok = ok and bool(np.all(np.isfinite(vals)))
                 if not ok:
                     raise _locate(p, block, first, ncols, n_idx, base, dims, self.has_values)
-                yield (idx.astype(np.int64) - base,
-                       vals.astype(self.dtype) if vals is not None
-                       else np.ones(A.shape[0], dtype=self.dtype))
-        if ncols is None:
-            raise ValueError(f"{p}: no data lines found")
+                if vals is None:
+                    cast = np.ones(A.shape[0], dtype=self.dtype)
+                else:
+                    with np.errstate(over="ignore"):
+                        cast = vals.astype(self.dtype)
+                    if not bool(np.all(np.isfinite(cast))):
+                        k = int(np.argmin(np.isfinite(cast)))
+                        raise _line_error(p, _data_line(block, first, k),
+                                          f"value {float(vals[k])!r} does not fit in "
+                                          f"{self.dtype}; read with dtype=np.float64")
+                yield idx.astype(np.int64) - base, cast
+        if ncols is None and not allow_empty:
+            raise ValueError(f"{p}: no data lines found (pass shape= to read an empty tensor)")
