@@ -22,6 +22,7 @@ factorisation here, in four steps:
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +30,7 @@ from typing import Any
 import numpy as np
 from torch import Tensor
 
+from .._validation import check_int_sequence
 from ..decomposition import kronecker_shapes, nearest_kronecker, sekron
 from ..tenalg import rearrange
 from ..tensors import SeKronTensor
@@ -145,19 +147,9 @@ def check_ranks(rank: Any, n_levels: int) -> tuple[int, ...] | None:
     """``rank`` (an int for every level, or one per level) as a tuple of positive ints."""
     if rank is None:
         return None
-    if isinstance(rank, (int, np.integer)) and not isinstance(rank, bool):
-        vals: tuple[Any, ...] = (rank,) * n_levels
-    else:
-        try:
-            vals = tuple(rank)
-        except TypeError as exc:
-            raise TypeError(f"rank must be an int or a sequence of ints, got {rank!r}") from exc
-        if len(vals) != n_levels:
-            raise ValueError(f"rank must have {n_levels} entries, got {rank!r}")
-    for v in vals:
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or int(v) < 1:
-            raise ValueError(f"rank must contain positive ints, got {rank!r}")
-    return tuple(int(v) for v in vals)
+    if isinstance(rank, numbers.Integral) and not isinstance(rank, bool):
+        rank = (rank,) * n_levels
+    return check_int_sequence(rank, "rank", length=n_levels)
 
 
 def level_max_ranks(shapes: Sequence[Sequence[int]]) -> tuple[int, ...]:
