@@ -191,8 +191,11 @@ class CompressionReport:
         return self.to_table()
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain dict (JSON-serialisable)."""
+        """Plain dict (JSON-serialisable; an unknown error is ``None``, not NaN)."""
         d = asdict(self)
+        for row in d["kept_dense"]:
+            if math.isnan(row["rel_error"]):
+                row["rel_error"] = None
         d["skipped"] = [list(p) for p in self.skipped]
         d["params_before"], d["params_after"] = self.params_before, self.params_after
         return d

@@ -364,6 +364,10 @@ def fit_kronecker(weight: Any, /, *, product: str = "matmul", n_factors: int = 2
     return best[2] if best[2] is not None else _decompose(W, *best[1])
 
 
-def plan_kronecker(weight: Any, /, **kwargs: Any) -> KroneckerPlan:
+def plan_kronecker(weight: Any, /, *, product: str = "matmul", n_factors: int = 2,
+                   rank: Any = None, compression: float | None = None, shapes: Any = None,
+                   max_candidates: int = 4) -> KroneckerPlan:
     """The plan of :func:`fit_kronecker` (same arguments), without the factors."""
-    return fit_kronecker(weight, **kwargs).plan
+    return fit_kronecker(weight, product=product, n_factors=n_factors, rank=rank,
+                         compression=compression, shapes=shapes,
+                         max_candidates=max_candidates).plan

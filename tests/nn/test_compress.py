@@ -294,7 +294,9 @@ def test_compress_keeps_tiny_layers_dense():
     assert "in_channels = 1" in reasons["stem"] and "in_channels = 3" in reasons["rgb"]
     assert all(math.isnan(r.rel_error) for r in report.kept_dense)
     assert type(new.stem) is nn.Conv2d and type(new.token_type) is nn.Embedding
-    json.dumps(report.to_dict())
+    d = json.loads(json.dumps(report.to_dict(), allow_nan=False))
+    assert [r["rel_error"] for r in d["kept_dense"]] == [None, None, None]
+    assert [tuple(p) for p in d["skipped"]] == list(report.skipped)
     # the threshold is an argument
     _, small = compress(model, compression=2, max_rel_error=None, min_features=1,
                         include="token_type")
