@@ -259,11 +259,12 @@ def _rng_state_json(rng: np.random.Generator) -> str:
     """The bit generator's state as JSON (arrays as tagged lists)."""
 
     def encode(obj: Any) -> Any:
-        if isinstance(obj, np.ndarray):
-            return {"__ndarray__": obj.tolist(), "dtype": obj.dtype.str}
-        if isinstance(obj, np.integer):
-            return int(obj)
-        raise TypeError(f"cannot save a generator state holding {type(obj).__name__}")
+        dtype = getattr(obj, "dtype", None)  # NumPy arrays and scalars in the state
+        if dtype is None:
+            raise TypeError(f"cannot save a generator state holding {type(obj).__name__}")
+        if getattr(obj, "ndim", 0) == 0:
+            return obj.item()
+        return {"__ndarray__": obj.tolist(), "dtype": dtype.str}
 
     return json.dumps(rng.bit_generator.state, default=encode)
 

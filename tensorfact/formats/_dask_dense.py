@@ -62,12 +62,21 @@ class DaskDenseTensor:
     kept in the driver while the other half's factors are unchanged; an ALS
     sweep then reads the store twice when both intermediates fit.
 
+    The intermediate of a half is summed over the chunks along the other
+    half, which moves ``R / prod(c_m)`` times the tensor's size through
+    memory for chunks of ``c_m`` along the other half's modes: chunks long
+    along the leading modes suit the tree (with the last mode whole, a chunk
+    of a C-ordered file is also a set of contiguous runs).
+
     The other members: norm and NaN screen in one pass (cached); mode Gram
     and the power step of the range finder over mode-``n`` columns of chunks
     (rechunked so that a task holds about one original chunk); the exact
     residual by blockwise reconstruction; sampled fibers read from the
     chunks the samples hit, grouped by chunk. The array is assumed not to
-    change while it is in use (results are cached).
+    change while it is in use (results are cached). An array made by
+    :func:`dask.array.from_array` of an in-memory NumPy array carries that
+    array in every graph: on a cluster, persist it or read it from a store
+    (:meth:`from_npy`, zarr, HDF5).
 
     Parameters
     ----------
@@ -210,6 +219,16 @@ class DaskDenseTensor:
     def norm_sq(self) -> float:
         """``||X||_F^2`` (the pass is shared with :meth:`check_finite`)."""
         return self._norm_and_finite()[0]
+
+    def max_abs(self) -> float:
+        """``max |X|`` (one pass)."""
+        (m,) = dask.compute(da.max(da.abs(self.X), split_every=self.split_every))
+        return B.to_float(m)
+
+    def scaled(self, factor: float) -> DaskDenseTensor:
+        """A ``DaskDenseTensor`` of ``factor * X`` (lazy: each pass multiplies its chunks)."""
+        return DaskDenseTensor(self.X * factor, memory_budget=self.memory_budget,
+                               split_every=self.split_every)
 
     # ------------------------------------------------------------------ #
     # MTTKRP

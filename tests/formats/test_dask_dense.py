@@ -242,6 +242,17 @@ def test_bad_arguments_are_named(tensor):
         data.sampled_fibers(0, np.array([[0, 17]]))
 
 
+def test_max_abs_and_scaled_match_dense(tensor):
+    data = DaskDenseTensor(da.from_array(tensor, chunks=CHUNKS), memory_budget=10**9)
+    dense = DenseTensor(tensor)
+    assert data.max_abs() == float(np.max(np.abs(tensor)))
+    half = data.scaled(0.5)
+    assert isinstance(half, DaskDenseTensor) and half.memory_budget == 10**9
+    assert half.norm_sq() == pytest.approx(data.norm_sq() / 4, rel=1e-14)
+    F = [np.ones((s, 2)) for s in SHAPE]
+    _close(half.mttkrp(F, 1), 0.5 * dense.mttkrp(F, 1))
+
+
 def test_integer_data_is_promoted_lazily():
     T = np.arange(24, dtype=np.int32).reshape(2, 3, 4)
     data = as_format(da.from_array(T, chunks=2))
