@@ -15,8 +15,8 @@ from ..tensors import KroneckerTensor
 
 __all__ = [
     "RNG", "StructuredLinear", "check_compression", "check_count", "dense_linear",
-    "fill_normal_", "host_float64", "host_normal", "host_uniform", "kron_dense", "set_submodule",
-    "to_torch",
+    "fill_normal_", "fill_uniform_", "host_float64", "host_normal", "host_uniform",
+    "kron_dense", "set_submodule", "to_torch",
 ]
 
 #: the ``rng=`` argument of every layer and function that draws random numbers (SPEC 7)
@@ -77,6 +77,13 @@ def fill_normal_(param: Tensor, std: float, rng: RNG) -> None:
     with torch.no_grad():
         param.copy_(host_normal(rng, tuple(param.shape), std, device=param.device,
                                 dtype=param.dtype))
+
+
+def fill_uniform_(param: Tensor, bound: float, rng: RNG) -> None:
+    """Overwrite ``param`` with :func:`host_uniform` draws (no autograd record)."""
+    with torch.no_grad():
+        param.copy_(host_uniform(rng, tuple(param.shape), bound, device=param.device,
+                                 dtype=param.dtype))
 
 
 def host_float64(weight: Any) -> np.ndarray:
@@ -142,10 +149,7 @@ class StructuredLinear(nn.Module):
     def _reset_bias(self, rng: RNG) -> None:
         """``U(-1/sqrt(in), 1/sqrt(in))``, :class:`torch.nn.Linear`'s default bias."""
         if self.bias is not None:
-            b = self.bias
-            with torch.no_grad():
-                b.copy_(host_uniform(rng, tuple(b.shape), 1.0 / math.sqrt(self.in_features),
-                                     device=b.device, dtype=b.dtype))
+            fill_uniform_(self.bias, 1.0 / math.sqrt(self.in_features), rng)
 
     def weight(self) -> Tensor:
         """The dense weight ``(out_features, in_features)`` (formed on demand; differentiable)."""

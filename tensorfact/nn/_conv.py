@@ -47,7 +47,7 @@ from torch.nn import functional as F
 
 from .._backend import check_rng
 from ..tensors import SeKronTensor
-from ._common import RNG, fill_normal_, host_uniform
+from ._common import RNG, fill_normal_, fill_uniform_
 from ._planner import KroneckerPlan, check_ranks, check_shapes, fit_kronecker, level_max_ranks
 
 __all__ = ["GKPDConv2d", "KroneckerConvPlan", "SeKronConv2d", "kronecker_conv2d"]
@@ -344,10 +344,7 @@ class _KroneckerConvBase(nn.Module):
         for f in factors:
             fill_normal_(f, std, gen)
         if self.bias is not None:
-            b = self.bias
-            with torch.no_grad():
-                b.copy_(host_uniform(gen, tuple(b.shape), 1.0 / math.sqrt(fan_in),
-                                     device=b.device, dtype=b.dtype))
+            fill_uniform_(self.bias, 1.0 / math.sqrt(fan_in), gen)
 
     def _factor_list(self) -> list[Tensor]:
         raise NotImplementedError
@@ -531,10 +528,11 @@ class GKPDConv2d(_KroneckerConvBase):
             the largest within the budget. With neither ``rank`` nor
             ``compression`` the full rank is used (exact reproduction).
         shapes : (a_shape, b_shape), optional
-            Factor shapes. When omitted, the candidates of
-            :func:`tensorfact.kronecker_shapes` allowing the largest rank
-            (then the most balanced) are compared, ``max_candidates`` of them,
-            and the one with the smallest optimal error is kept.
+            Factor shapes. When omitted, the planner
+            (:func:`tensorfact.nn._planner.fit_kronecker`) compares
+            ``max_candidates`` candidates of :func:`tensorfact.kronecker_shapes`
+            (chains cheaper than the dense convolution, largest rank first)
+            and keeps the one with the smallest optimal error.
         max_candidates : int
             How many candidate shapes to decompose when ``shapes`` is omitted.
 
@@ -658,10 +656,11 @@ class SeKronConv2d(_KroneckerConvBase):
             uniform rank within the budget. With neither ``rank`` nor
             ``compression`` every level has full rank (exact reproduction).
         shapes : sequence of 4-tuples, optional
-            Factor shapes (outermost first); when omitted, ``n_factors``-factor
-            candidates of :func:`tensorfact.kronecker_shapes` allowing the
-            largest ranks are compared (``max_candidates`` of them) and the
-            one with the smallest error is kept.
+            Factor shapes (outermost first); when omitted, the planner
+            (:func:`tensorfact.nn._planner.fit_kronecker`) compares
+            ``max_candidates`` ``n_factors``-factor candidates (chains cheaper
+            than the dense convolution, largest ranks first) and keeps the one
+            with the smallest error.
         n_factors : int
             Number of factors ``S`` when ``shapes`` is omitted.
         max_candidates : int
