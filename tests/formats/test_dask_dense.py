@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 from collections import Counter
 
@@ -251,6 +253,24 @@ def test_max_abs_and_scaled_match_dense(tensor):
     assert half.norm_sq() == pytest.approx(data.norm_sq() / 4, rel=1e-14)
     F = [np.ones((s, 2)) for s in SHAPE]
     _close(half.mttkrp(F, 1), 0.5 * dense.mttkrp(F, 1))
+
+
+def test_tensorfact_imports_and_runs_without_dask():
+    code = (
+        "import sys\n"
+        "sys.modules['dask'] = None\n"  # makes 'import dask' fail
+        "sys.modules['distributed'] = None\n"
+        "import numpy as np, tensorfact\n"
+        "from tensorfact.decomposition._checkpoint import Checkpoint\n"
+        "tensorfact.cp_als(np.ones((3, 4, 5)), 1, max_iter=1)\n"
+        "try:\n"
+        "    from tensorfact.formats import DaskDenseTensor\n"
+        "except ImportError as exc:\n"
+        "    assert 'tensorfact[dask]' in str(exc)\n"
+        "else:\n"
+        "    raise SystemExit('imported without dask')\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_integer_data_is_promoted_lazily():
