@@ -60,6 +60,8 @@ class NearestKroneckerResult:
     rel_error : float
         ``error / ||W||_F`` (0 for a zero ``W``).
 
+    Notes
+    -----
     The error of any other rank is read off the singular values by
     :meth:`error_at` and :meth:`rel_error_at` (no recomputation).
     """

@@ -40,6 +40,8 @@ class SeKronResult:
     rel_error : float
         ``error / ||W||_F`` (0 for a zero ``W``).
 
+    Notes
+    -----
     The error at smaller ranks is read off the stored singular values by
     :meth:`error_at` and :meth:`rel_error_at` (no recomputation).
     """
