@@ -225,6 +225,7 @@ class DimensionTree:
         self.shape = tuple(int(d) for d in X.shape)
         # node (tuple of modes) -> (intermediate, {mode: factor it was contracted with})
         self._cache: dict[tuple[int, ...], tuple[Any, dict[int, Any]]] = {}
+        self._paths = [self._path(n) for n in range(len(self.shape))]
 
     def _split(self, modes: tuple[int, ...]) -> int:
         return _best_split([self.shape[m] for m in modes])
@@ -254,7 +255,7 @@ class DimensionTree:
         X = self.X
         if X.ndim == 2:
             return X @ factors[1] if n == 0 else xp.matrix_transpose(X) @ factors[0]
-        path = self._path(n)
+        path = self._paths[n]
         keep: dict[tuple[int, ...], tuple[Any, dict[int, Any]]] = {}
         T: Any = None
         parent: tuple[int, ...] = tuple(range(X.ndim))
