@@ -147,7 +147,7 @@ def dask_client():
     import logging
 
     cluster = distributed.LocalCluster(n_workers=2, processes=True, threads_per_worker=1,
-                                       dashboard_address=None, silence_logs=logging.ERROR)
+                                       dashboard_address=":0", silence_logs=logging.ERROR)
     client = distributed.Client(cluster, set_as_default=False)
     try:
         yield client

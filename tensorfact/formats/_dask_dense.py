@@ -19,7 +19,8 @@ Passes over the store (every chunk read once per pass):
                            and sweep (two per sweep)
 ``mode_gram``              one pass, over mode-``n`` columns of chunks
 ``leading_subspace``       Gram eigenvectors (one pass) for small modes;
-                           range finder (two passes, two computes) otherwise
+                           range finder otherwise: two passes, or three
+                           when the chunks split the mode
 ``residual_norm_sq``       one pass (exact blockwise reconstruction)
 ``sampled_fibers``         only the chunks holding a sampled fiber
 =========================  ================================================
@@ -41,7 +42,7 @@ import numpy as np
 from .. import _backend as B
 from .._validation import check_nonneg_float, check_positive_int
 from ..tenalg._mttkrp import _best_split, _contract_modes, _gemm_block, _mttkrp
-from ._dense import DenseTensor, leading_from_gram
+from ._dense import _BLOCK_BUDGET, DenseTensor, leading_from_gram
 
 __all__ = ["DaskDenseTensor"]
 
@@ -68,9 +69,11 @@ class DaskDenseTensor:
     along the leading modes suit the tree (with the last mode whole, a chunk
     of a C-ordered file is also a set of contiguous runs).
 
-    The other members: norm and NaN screen in one pass (cached); mode Gram
-    and the power step of the range finder over mode-``n`` columns of chunks
-    (rechunked so that a task holds about one original chunk); the exact
+    The other members: norm and NaN screen in one pass (cached); the mode
+    Gram over mode-``n`` columns of chunks (rechunked so that a task holds
+    about one original chunk); the range finder's power step in one pass
+    when the chunks span the mode, else in two through ``unfold(X)^T Q``
+    kept in the driver; the exact
     residual by blockwise reconstruction; sampled fibers read from the
     chunks the samples hit, grouped by chunk. The array is assumed not to
     change while it is in use (results are cached). An array made by
@@ -313,8 +316,10 @@ class DaskDenseTensor:
         As :meth:`DenseTensor.leading_subspace` (same draws from ``rng``):
         Gram eigenvectors for small modes (``I_mode <= 3 (k + 10)``, one
         pass), otherwise a randomised range finder with a Khatri-Rao test
-        matrix (one MTTKRP pass) and one power step (one pass over mode
-        columns), orthonormalised in the driver between the two.
+        matrix (one MTTKRP pass) and one power step (one pass when the
+        chunks span the mode, else two keeping ``unfold(X)^T Q``, ``k + 10``
+        times the product of the other dimensions, in the driver),
+        orthonormalised in the driver between them.
         """
         n = self._check_mode(mode)
         xp = self.xp
@@ -331,18 +336,33 @@ class DaskDenseTensor:
         return U[:, :k]
 
     def _power_step(self, n: int, Q: Any) -> Any:
-        """``unfold(X) @ (unfold(X)^T @ Q)``, one pass over mode-``n`` columns."""
+        """``unfold(X) @ (unfold(X)^T @ Q)``.
+
+        Chunks spanning mode ``n`` whole: one pass, each chunk doing both
+        products. Otherwise two passes (two computes): ``Z = unfold(X)^T @ Q``
+        (summed over the mode-``n`` chunks, kept in the driver: ``k`` times
+        the product of the other dimensions), then ``unfold(X) @ Z``.
+        """
         N = len(self.shape)
         idx = tuple(range(N))
         k = int(Q.shape[1])
-        cols = self._columns(n)
-        Qd = da.from_array(Q, chunks=((self.shape[n],), (k,)))
-        parts = da.blockwise(partial(_chunk_power_step, mode=n), idx + (N,), cols, idx,
-                             Qd, (n, N), adjust_chunks={m: 1 for m in range(N) if m != n},
+        others = tuple(m for m in range(N) if m != n)
+        Qd = da.from_array(Q, chunks=(self.chunks[n], (k,)))
+        if len(self.chunks[n]) == 1:
+            parts = da.blockwise(partial(_chunk_power_step, mode=n), idx + (N,), self.X, idx,
+                                 Qd, (n, N), adjust_chunks={m: 1 for m in others},
+                                 dtype=self.dtype, meta=self._empty(N + 1), concatenate=True)
+            (Y,) = dask.compute(parts.sum(axis=others, split_every=self.split_every))
+            return Y
+        parts = da.blockwise(partial(_chunk_transposed_product, mode=n), idx + (N,), self.X,
+                             idx, Qd, (n, N), adjust_chunks={n: 1}, dtype=self.dtype,
+                             meta=self._empty(N + 1), concatenate=True)
+        (Z,) = dask.compute(parts.sum(axis=n, split_every=self.split_every))
+        Zd = da.from_array(Z, chunks=tuple(self.chunks[m] for m in others) + ((k,),))
+        parts = da.blockwise(partial(_chunk_product, mode=n), idx + (N,), self.X, idx,
+                             Zd, others + (N,), adjust_chunks={m: 1 for m in others},
                              dtype=self.dtype, meta=self._empty(N + 1), concatenate=True)
-        total = parts.sum(axis=tuple(m for m in range(N) if m != n),
-                          split_every=self.split_every)
-        (Y,) = dask.compute(total)
+        (Y,) = dask.compute(parts.sum(axis=others, split_every=self.split_every))
         return Y
 
     def _columns(self, n: int) -> Any:
@@ -531,6 +551,39 @@ def _chunk_power_step(block: Any, Q: Any, *, mode: int) -> Any:
     Y = DenseTensor(block, xp)._power_step(mode, Q)
     In, k = int(Y.shape[0]), int(Y.shape[1])
     return xp.reshape(Y, tuple(In if m == mode else 1 for m in range(block.ndim)) + (k,))
+
+
+def _as_three_way(xp: ModuleType, block: Any, mode: int) -> Any:
+    """The block as ``(modes before, mode, modes after)`` (copy-free when contiguous)."""
+    dims = tuple(int(d) for d in block.shape)
+    return xp.reshape(block, (math.prod(dims[:mode]), dims[mode], math.prod(dims[mode + 1:])))
+
+
+def _chunk_transposed_product(block: Any, Q: Any, *, mode: int) -> Any:
+    """``unfold(block)^T @ Q_block``, shaped as the block with ``1`` at ``mode``, then ``k``."""
+    xp = B.namespace(block)
+    X3 = _as_three_way(xp, block, mode)
+    k = int(Q.shape[1])
+    Z = xp.matmul(xp.matrix_transpose(Q), X3)  # (L, k, Rt)
+    Z = xp.permute_dims(Z, (0, 2, 1))  # (L, Rt, k)
+    dims = tuple(int(d) for d in block.shape)
+    return xp.reshape(Z, dims[:mode] + (1,) + dims[mode + 1:] + (k,))
+
+
+def _chunk_product(block: Any, Z: Any, *, mode: int) -> Any:
+    """``unfold(block) @ Z_block`` (``Z_block``: the other dims, then ``k``), shaped for the sum."""
+    xp = B.namespace(block)
+    X3 = _as_three_way(xp, block, mode)
+    L, c, Rt = (int(d) for d in X3.shape)
+    k = int(Z.shape[-1])
+    Z3 = xp.reshape(Z, (L, Rt, k))
+    step = max(1, _BLOCK_BUDGET // max(1, c * k))
+    Y = None
+    for l0 in range(0, L, step):
+        l1 = min(L, l0 + step)
+        part = xp.sum(xp.matmul(X3[l0:l1, ...], Z3[l0:l1, ...]), axis=0)
+        Y = part if Y is None else Y + part
+    return xp.reshape(Y, tuple(c if m == mode else 1 for m in range(block.ndim)) + (k,))
 
 
 def _chunk_residual(block: Any, *factor_blocks: Any, weights: Any) -> Any:

@@ -154,8 +154,11 @@ def test_mode_gram_residual_and_fibers_match_dense(tensor):
     assert empty.shape == (0, SHAPE[1])
 
 
-@pytest.mark.parametrize("shape,chunks", [((13, 11, 17), CHUNKS),  # Gram path
-                                          ((70, 9, 8), ((30, 40), (4, 5), (8,)))])  # range finder
+@pytest.mark.parametrize("shape,chunks", [
+    ((13, 11, 17), CHUNKS),  # Gram path
+    ((70, 9, 8), ((30, 40), (4, 5), (8,))),  # range finder, chunks split the mode
+    ((70, 9, 8), ((70,), (4, 5), (3, 5))),  # range finder, chunks span the mode
+])
 def test_leading_subspace_matches_dense(shape, chunks):
     T = np.random.default_rng(7).standard_normal(shape)
     data = DaskDenseTensor(da.from_array(T, chunks=chunks))

@@ -32,7 +32,7 @@ MAX_ITER = 5
 @pytest.fixture(scope="module")
 def client():
     cluster = distributed.LocalCluster(n_workers=2, processes=True, threads_per_worker=1,
-                                       dashboard_address=None, silence_logs=logging.CRITICAL)
+                                       dashboard_address=":0", silence_logs=logging.CRITICAL)
     c = distributed.Client(cluster, set_as_default=False)
     try:
         yield c
