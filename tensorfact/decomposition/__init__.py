@@ -1,5 +1,6 @@
 """Decomposition algorithms."""
 
+from ._checkpoint import Checkpoint, CheckpointState
 from ._cp_als import cp_als
 from ._joint import *  # noqa: F403  (the joint triangularization family, see its __all__)
 from ._joint import __all__ as _joint_all
@@ -17,7 +18,7 @@ from ._sekron import SeKronResult, sekron
 from ._spals import spals, spals_sample_count
 
 __all__ = [
-    "CPALSResult", "ConvergenceHistory", "cp_als",
+    "CPALSResult", "Checkpoint", "CheckpointState", "ConvergenceHistory", "cp_als",
     "SampledLstsqResult", "sampled_krp_lstsq", "spals", "spals_sample_count",
     "KroneckerShape", "NearestKroneckerResult", "gkpd", "kronecker_shapes", "nearest_kronecker",
     "SeKronResult", "sekron",
