@@ -1,7 +1,7 @@
 """Reproductions of published experiments, written against the public API only.
 
 ``tensorfact reproduce spals`` (or :func:`run_spals_reproduction`) reruns the
-SPALS timing experiments of Cheng et al. (NeurIPS 2016); see
+SPALS experiments of Cheng et al. (NeurIPS 2016); see
 :mod:`tensorfact.reproduce.spals`.
 """
 

@@ -1,94 +1,133 @@
-"""Reproduction of the SPALS timing experiments (Cheng et al., NeurIPS 2016).
+"""Reproduction of the SPALS experiments (Cheng et al., NeurIPS 2016).
 
-Run as ``tensorfact reproduce spals [--scale quick|default|paper] [--out DIR]``
-or ``python benchmarks/spals_reproduce.py``. Three experiments:
+Run as ``tensorfact reproduce spals [--scale quick|default|paper|amazon]
+[--out DIR]`` or ``python benchmarks/spals_reproduce.py``. Experiments:
 
-1. **Dense** ``n x n x n`` tensors, rank 10, Gaussian factors plus Gaussian
-   noise of relative level ``sigma`` in {0.01, 0.1, 1}: exact ALS
-   (:func:`tensorfact.cp_als`), SPALS (:func:`tensorfact.spals`) at several
-   ``alpha``, and TensorLy's ``randomised_parafac`` with uniform sampling
-   (its error computation switched off while timed). Every method starts from
-   the same initial factors and runs the same number of sweeps.
-2. **Sparse**: a planted, power-law skewed sparse tensor of rank 10 with
-   noise 0.1: sparse ALS, SPALS and pyttb's ``cp_als`` on a ``sptensor``.
-3. **Scaling**: time per sweep of SPALS and exact ALS as ``n`` grows.
+1. **Dense** ``n x n x n`` tensors of rank ``R``: Gaussian factors plus
+   Gaussian noise of relative level ``sigma``. Exact ALS
+   (:func:`tensorfact.cp_als`) and SPALS (:func:`tensorfact.spals`) at
+   several ``alpha``.
+2. **Sparse**: a planted, power-law skewed sparse tensor of rank ``R`` with
+   relative noise on its stored values: sparse ALS and SPALS.
+3. **Scaling**: time per sweep of exact ALS and SPALS as ``n`` grows.
+4. **Amazon** (``--scale amazon`` only): a planted sparse tensor of the
+   Amazon review tensor's shape with ``2 * 10^8`` nonzeros in a store on
+   disk (:class:`tensorfact.formats.DaskSparseTensor`): time, bytes read per
+   sweep, fit and peak RSS of exact sparse ALS and SPALS.
 
-Output: a paper-style table (time per iteration and relative error), an
-error-versus-time plot and a scaling plot (PNG, matplotlib Agg), and a JSON
-file with every number. This module prints (it is reproduction code).
-It uses only tensorfact's public API.
+Protocol of experiments 1, 2 and 4 (see :mod:`tensorfact.reproduce._runs`):
+every method starts from the same seeded initialisations, and from its own
+default one, and runs until one convergence test on the **exact** relative
+error stops it (or a generous sweep cap); times come from the solvers'
+``history.time`` with the exact-error evaluation added for SPALS subtracted.
+Final errors are recomputed exactly from the returned models, whose factors
+are saved next to the JSON.
+
+Output, all in the ``--out`` folder: tables (printed, and in the JSON), the
+checks of the paper's claims (target, measured, PASS/FAIL), an
+error-versus-time plot and a scaling plot (PNG, matplotlib Agg), the JSON of
+every number and an ``.npz`` of the final models. This module prints (it is
+reproduction code) and uses only tensorfact's public API.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
-import math
 import os
-import platform
-import statistics
+import resource
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-import tensorfact as tf
-from tensorfact.datasets import planted_sparse_cp
+from ._amazon import amazon_experiment
+from ._experiments import dense_experiment, scaling_experiment, sparse_experiment
+from ._report import format_tables, machine_info, make_checks, plot_results, print_report
+from ._runs import Protocol
 
-from ._report import format_table, plot_results, print_report, summary_ratios
-
-__all__ = ["SCALES", "ReproduceConfig", "add_reproduce_parser", "dense_problem",
+__all__ = ["EXPERIMENTS", "SCALES", "ReproduceConfig", "add_reproduce_parser",
            "run_spals_reproduction"]
+
+EXPERIMENTS = ("dense", "sparse", "scaling", "amazon")
+
+#: Amazon review tensor (users x products x words) of the SPALS paper's experiments
+AMAZON_SHAPE = (4821207, 1774269, 1805187)
 
 
 @dataclass(frozen=True)
 class ReproduceConfig:
-    """Sizes of one reproduction scale."""
+    """Sizes, protocol and check targets of one reproduction scale."""
 
     n: int
-    iters: int
+    sigmas: tuple[float, ...]
     alphas: tuple[float, ...]
     sparse_shape: tuple[int, ...]
     sparse_nnz: int
-    sparse_als_iters: int
-    sparse_spals_iters: int
-    pyttb_iters: int
+    sparse_alphas: tuple[float, ...]
     scaling_ns: tuple[int, ...]
-    scaling_iters: int
-    scaling_float32_n: int | None = None
-    sigmas: tuple[float, ...] = (0.01, 0.1, 1.0)
     rank: int = 10
-    sparse_alphas: tuple[float, ...] = field(default=(0.25, 1.0))
+    seeds: int = 3
+    max_iter: int = 300
+    rtol: float = 1e-7
+    patience: int = 20
+    exact_every: int = 1
+    sparse_noise: float = 0.1
+    sparse_skew: float = 1.0
+    scaling_iters: int = 5
+    scaling_alpha: float = 0.1
+    scaling_float32_n: int | None = None
+    amazon_shape: tuple[int, ...] = AMAZON_SHAPE
+    amazon_nnz: int = 200_000_000
+    amazon_alphas: tuple[float, ...] = (0.1,)
+    amazon_max_iter: dict[str, int] = field(default_factory=lambda: {"als": 40, "spals": 100})
+    amazon_exact_every: int = 5
+    experiments: tuple[str, ...] = ("dense", "sparse", "scaling")
+    #: dense/sparse per-sweep speed-up of SPALS over exact ALS, error ratio to the
+    #: best exact ALS error, tolerated relative loss of fit, and the exponent
+    #: ``e`` of the allowed SPALS time growth ``(n_2 / n_1)^e`` in the scaling
+    targets: dict[str, float] = field(default_factory=lambda: _targets(10.0, 8.0))
+
+
+def _targets(dense_speedup: float, sparse_speedup: float) -> dict[str, float]:
+    """Check targets; the speed-ups grow with the tensor (ALS's sweep costs O(nnz))."""
+    return dict(dense_speedup=dense_speedup, sparse_speedup=sparse_speedup, error_ratio=1.1,
+                fit_loss=0.05, scaling_exponent=1.5)
 
 
 SCALES: dict[str, ReproduceConfig] = {
-    # seconds, for the smoke test
-    "tiny": ReproduceConfig(n=24, iters=4, alphas=(0.5,), sparse_shape=(60, 50, 40),
-                            sparse_nnz=3000, sparse_als_iters=3, sparse_spals_iters=3,
-                            pyttb_iters=1, scaling_ns=(16, 24), scaling_iters=2,
-                            sigmas=(0.1,), rank=3, sparse_alphas=(1.0,)),
-    "quick": ReproduceConfig(n=200, iters=10, alphas=(0.1, 0.3),
-                             sparse_shape=(10000, 5000, 2000), sparse_nnz=1_000_000,
-                             sparse_als_iters=6, sparse_spals_iters=6,
-                             pyttb_iters=1, scaling_ns=(50, 100, 200), scaling_iters=3,
-                             sparse_alphas=(0.1,)),
-    "default": ReproduceConfig(n=400, iters=15, alphas=(0.1, 0.3, 1.0),
+    # seconds, for the test suite
+    "tiny": ReproduceConfig(n=24, sigmas=(0.1,), alphas=(0.5,), sparse_shape=(60, 50, 40),
+                            sparse_nnz=3000, sparse_alphas=(1.0,), scaling_ns=(16, 24),
+                            rank=3, seeds=2, max_iter=40, rtol=1e-3, patience=3,
+                            scaling_iters=2, amazon_shape=(300, 200, 100), amazon_nnz=20000,
+                            amazon_alphas=(1.0,), amazon_max_iter={"als": 8, "spals": 12},
+                            amazon_exact_every=2, targets=_targets(1.0, 1.0)),
+    "quick": ReproduceConfig(n=200, sigmas=(0.01, 0.1), alphas=(0.1, 0.3), max_iter=200,
+                             sparse_shape=(10000, 2500, 2000), sparse_nnz=1_000_000,
+                             sparse_alphas=(0.1,), scaling_ns=(50, 100, 200),
+                             targets=_targets(4.0, 2.0)),
+    "default": ReproduceConfig(n=400, sigmas=(0.01, 0.1, 1.0), alphas=(0.1, 0.3, 1.0),
                                sparse_shape=(20000, 10000, 5000), sparse_nnz=10_000_000,
-                               sparse_als_iters=12, sparse_spals_iters=12, pyttb_iters=2,
-                               scaling_ns=(100, 200, 400), scaling_iters=4,
-                               scaling_float32_n=800, sparse_alphas=(0.1, 0.25)),
-    "paper": ReproduceConfig(n=1000, iters=15, alphas=(0.1, 0.3, 1.0),
+                               sparse_alphas=(0.1, 0.25), scaling_ns=(100, 200, 400),
+                               scaling_float32_n=800),
+    "paper": ReproduceConfig(n=1000, sigmas=(0.01, 0.1, 1.0), alphas=(0.1, 0.3, 1.0),
                              sparse_shape=(20000, 10000, 5000), sparse_nnz=10_000_000,
-                             sparse_als_iters=12, sparse_spals_iters=12, pyttb_iters=2,
-                             scaling_ns=(100, 200, 400), scaling_iters=4,
-                             scaling_float32_n=800, sparse_alphas=(0.1, 0.25)),
+                             sparse_alphas=(0.1, 0.25), scaling_ns=(100, 200, 400, 800),
+                             targets=_targets(20.0, 8.0)),
+    "amazon": ReproduceConfig(n=0, sigmas=(), alphas=(), sparse_shape=(), sparse_nnz=0,
+                              sparse_alphas=(), scaling_ns=(), seeds=1,
+                              amazon_alphas=(0.1, 0.3), experiments=("amazon",),
+                              targets=_targets(20.0, 10.0)),
 }
 
 
 def _mem_available() -> int:
     try:
-        with open("/proc/meminfo") as fh:
+        with open("/proc/meminfo", encoding="utf-8") as fh:
             for line in fh:
                 if line.startswith("MemAvailable:"):
                     return int(line.split()[1]) * 1024
@@ -100,371 +139,210 @@ def _mem_available() -> int:
         return 8 << 30
 
 
-def _fits(n: int, itemsize: int) -> bool:
-    """Whether an ``n^3`` tensor and the solvers' workspace fit in memory."""
-    return 2.5 * n**3 * itemsize < _mem_available()
+def _needs(n: int, itemsize: int) -> int:
+    """Bytes an ``n^3`` experiment needs: the tensor (built in place) plus 1 GiB of workspace."""
+    return n**3 * itemsize + (1 << 30)
 
 
-def dense_problem(n: int, rank: int, sigma: float, gen: np.random.Generator,
-                  dtype: Any = np.float64) -> np.ndarray:
-    """``n^3`` CP tensor with Gaussian factors plus relative Gaussian noise ``sigma``.
-
-    Built slice by slice in ``dtype`` (one tensor-sized allocation), so that
-    large ``n`` fit in memory; ``||noise|| / ||signal|| ≈ sigma``.
-    """
-    A, Bm, C = (gen.standard_normal((n, rank)) for _ in range(3))
-    w = 1.0 + gen.random(rank)
-    KR = tf.khatri_rao([Bm, C])  # (n^2, R)
-    X = np.empty((n, n * n), dtype=dtype)
-    step = max(1, (1 << 24) // (n * n))
-    sq = 0.0
-    for i in range(0, n, step):
-        X[i:i + step] = (A[i:i + step] * w) @ KR.T
-        sq += float(np.sum(X[i:i + step].astype(np.float64) ** 2))
-    scale = sigma * math.sqrt(sq / n**3)
-    for i in range(0, n, step):
-        X[i:i + step] += (scale * gen.standard_normal((min(step, n - i), n * n))).astype(dtype)
-    return X.reshape(n, n, n)
-
-
-def _shared_init(X: Any, rank: int, seed: int) -> Any:
-    """Random Gaussian initial factors shared by every method.
-
-    (An SVD-type start is deterministic and, on these Gaussian problems, can
-    lead exact ALS to a spurious stationary point; a seeded random start is
-    what the paper's experiments use and treats all methods alike.)
-    """
-    gen = np.random.default_rng(seed + 1000)
-    dt = np.dtype(X.dtype)
-    return tf.CPTensor([gen.standard_normal((s, rank)).astype(dt) for s in X.shape])
-
-
-def _sparse_init(X: Any, rank: int, seed: int) -> Any:
-    """Range-finder initial factors of a sparse tensor, shared by every method.
-
-    A random start makes every fiber about equally likely to be sampled, and
-    almost all fibers of a sparse tensor are empty; instead each factor is an
-    orthonormal basis of ``X_(n) (G_1 ⊙ G_2)`` for Gaussian ``G`` (one sparse
-    MTTKRP per mode), which puts the leverage on the rows that hold data.
-    """
-    gen = np.random.default_rng(seed + 1000)
-    G = [gen.standard_normal((s, rank)) for s in X.shape]
-    factors = []
-    for n in range(X.ndim):
-        Y = np.asarray(tf.mttkrp(X, G, n))
-        Q, _ = np.linalg.qr(Y + 1e-12 * gen.standard_normal(Y.shape))
-        factors.append(Q)
-    return tf.CPTensor(factors)
-
-
-def _residual_norm_sq(X: Any, cp: Any, normX2: float) -> float:
-    """Exact ``||X - cp||^2 = ||X||^2 - 2 <X, cp> + ||cp||^2`` (dense or sparse ``X``).
-
-    The inner product is one MTTKRP and ``||cp||`` comes from the factors'
-    Gram matrices, so neither ``cp`` nor a sparse ``X`` is densified.
-    """
-    cp = tf.CPTensor(cp)
-    factors = list(cp.factors)
-    M = np.asarray(tf.mttkrp(X, factors, 0), dtype=np.float64)
-    inner = float(np.sum(M * np.asarray(factors[0]) * np.asarray(cp.weights)[None, :]))
-    return max(normX2 - 2.0 * inner + float(cp.norm()) ** 2, 0.0)
-
-
-def _exact_rel_error(X: Any, cp: Any, normX2: float) -> float:
-    return math.sqrt(_residual_norm_sq(X, cp, normX2) / normX2)
-
-
-class _Trace:
-    """Callback recording the exact error every few sweeps, excluding its own cost."""
-
-    def __init__(self, X: Any, normX2: float, last: int, points: int = 6) -> None:
-        self.X, self.normX2, self.last = X, normX2, last
-        self.every = max(1, last // points)
-        self.iters: list[int] = []
-        self.errors: list[float] = []
-        self.spent: list[float] = []
-
-    def __call__(self, it: int, cp: Any, rel: float) -> bool:
-        t0 = time.perf_counter()
-        if it == 1 or it % self.every == 0 or it == self.last:
-            self.iters.append(it)
-            self.errors.append(_exact_rel_error(self.X, cp, self.normX2))
-        self.spent.append(time.perf_counter() - t0)
-        return False
-
-    def times(self, raw: tuple[float, ...]) -> list[float]:
-        """Elapsed times with the callback's own time removed."""
-        out, removed = [], 0.0
-        for t, s in zip(raw, self.spent):
-            out.append(t - removed)
-            removed += s
-        return out
-
-    def curve(self, times: list[float]) -> dict[str, list[float]]:
-        """Time and exact error at the evaluated sweeps."""
-        return dict(curve_time=[times[i - 1] for i in self.iters], curve_error=self.errors)
-
-
-def _per_iter(times: list[float]) -> float:
-    """Median seconds per sweep from cumulative times."""
-    if not times:
-        return float("nan")
-    steps = [times[0]] + [b - a for a, b in zip(times[:-1], times[1:])]
-    return float(statistics.median(steps))
-
-
-def _pin(threads: int) -> Any:
+@contextlib.contextmanager
+def _pin(threads: int) -> Iterator[None]:
+    """BLAS/OpenMP pools (threadpoolctl) and Numba limited to ``threads``, restored after."""
+    import numba  # a dependency of tensorfact
     from threadpoolctl import threadpool_limits
 
+    before = numba.get_num_threads()
     try:
-        import numba
-
         numba.set_num_threads(min(threads, int(getattr(numba.config, "NUMBA_NUM_THREADS", 1))))
-    except Exception:  # pragma: no cover - numba missing
-        pass
-    return threadpool_limits(limits=threads)
+        with threadpool_limits(limits=threads):
+            yield
+    finally:
+        numba.set_num_threads(before)
 
 
-def _dense_experiment(cfg: ReproduceConfig, seed: int, bar: Any, notes: list[str],
-                      n: int) -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = []
-    for k, sigma in enumerate(cfg.sigmas):
-        gen = np.random.default_rng(seed + k)
-        X = dense_problem(n, cfg.rank, sigma, gen)
-        normX2 = float(np.vdot(X, X))
-        init = _shared_init(X, cfg.rank, seed)
-        tr = _Trace(X, normX2, cfg.iters)
-        res = tf.cp_als(X, cfg.rank, init=init, max_iter=cfg.iters, tol=0.0, callback=tr)
-        als_t = tr.times(res.history.time)
-        rows.append(dict(experiment="dense", n=n, sigma=sigma, method="ALS (tensorfact)",
-                         time_per_iter=_per_iter(als_t), rel_error=res.rel_error,
-                         n_iter=res.n_iter, **tr.curve(als_t)))
-        bar.update(1)
-        for alpha in cfg.alphas:
-            tr = _Trace(X, normX2, cfg.iters)
-            r = tf.spals(X, cfg.rank, init=init, alpha=alpha, max_iter=cfg.iters, rng=seed,
-                         callback=tr)
-            t = tr.times(r.history.time)
-            rows.append(dict(experiment="dense", n=n, sigma=sigma,
-                             method=f"SPALS alpha={alpha:g}", alpha=alpha,
-                             n_samples=tf.spals_sample_count((n, n, n), cfg.rank, 0, alpha=alpha),
-                             time_per_iter=_per_iter(t), rel_error=tr.errors[-1],
-                             rel_error_estimate=r.rel_error, n_iter=r.n_iter,
-                             **tr.curve(t)))
-            bar.update(1)
-        rows.append(_tensorly_row(X, cfg, init, seed, normX2, n, sigma, notes))
-        bar.update(1)
-        del X
-    return rows
+def _header(scale: str, cfg: ReproduceConfig, n: int, seed: int, threads: int,
+            machine: dict[str, Any], experiments: tuple[str, ...]) -> list[str]:
+    pools = ", ".join(dict.fromkeys(f"{p['api']} {p['threads']}"
+                                    for p in machine["thread_pools"]))
+    own = "own default init (ALS: svd, SPALS: random)"
+    lines = [
+        f"SPALS reproduction (Cheng et al., NeurIPS 2016), scale {scale}, seed {seed}",
+        f"machine: {machine['cpu_model']}, {machine['cpus_usable']} of {machine['cpu_count']} "
+        f"cores usable; {machine['platform']}; Python {machine['python']}, "
+        f"NumPy {machine['numpy']}",
+        f"threads: {threads} (threadpoolctl/Numba pools: {pools or 'none found'})",
+    ]
+    if "dense" in experiments:
+        lines.append(
+            f"dense: {n}x{n}x{n}, rank {cfg.rank}, float64, standard normal factors, weights "
+            f"in [1, 2], plus i.i.d. Gaussian noise E with ||E||/||T|| = sigma, sigma in "
+            f"{{{', '.join(f'{s:g}' for s in cfg.sigmas)}}}; SPALS alpha in "
+            f"{{{', '.join(f'{a:g}' for a in cfg.alphas)}}}")
+    if "sparse" in experiments:
+        lines.append(
+            f"sparse: {'x'.join(map(str, cfg.sparse_shape))}, about {cfg.sparse_nnz} nonzeros, "
+            f"rank {cfg.rank}: planted_sparse_cp(exact=True, skew={cfg.sparse_skew:g}), "
+            f"relative noise {cfg.sparse_noise:g} on the stored values; SPALS alpha in "
+            f"{{{', '.join(f'{a:g}' for a in cfg.sparse_alphas)}}}")
+    if "amazon" in experiments:
+        lines.append(
+            f"amazon: {'x'.join(map(str, cfg.amazon_shape))}, about {cfg.amazon_nnz} nonzeros "
+            f"on disk (planted_sparse_store, exact=True, skew={cfg.sparse_skew:g}, noise "
+            f"{cfg.sparse_noise:g}), rank {cfg.rank}, DaskSparseTensor on the active Dask "
+            f"scheduler; SPALS alpha in {{{', '.join(f'{a:g}' for a in cfg.amazon_alphas)}}}; "
+            f"one shared range-finder start; exact error every sweep for ALS (its own), "
+            f"{_every(cfg.amazon_exact_every)} for SPALS (a full pass, excluded from its time "
+            f"and bytes read); stop when the best error improved by less than {cfg.rtol:g} "
+            f"(relative) over the last {cfg.patience} sweeps; caps: ALS "
+            f"{cfg.amazon_max_iter['als']}, SPALS {cfg.amazon_max_iter['spals']} sweeps; "
+            f"peak RSS is the process's (getrusage) after each run")
+    if {"dense", "sparse"} & set(experiments):
+        lines += [
+            f"inits: {cfg.seeds} shared seed(s), the same start for every method (dense: "
+            f"standard normal factors; sparse: range-finder sketch of the data), plus each "
+            f"method's {own}",
+            f"convergence: exact relative error after every sweep for ALS (its own, from the "
+            f"last MTTKRP), after {_every(cfg.exact_every)} for SPALS (a full residual, "
+            f"as_format(X).residual_norm_sq); stop when the best error improved by less than "
+            f"{cfg.rtol:g} (relative) over the last {cfg.patience} sweeps; cap "
+            f"{cfg.max_iter} sweeps",
+            "timing: median seconds per sweep from the solver's history.time, with the time "
+            "of the exact-error evaluation subtracted; final errors recomputed exactly from "
+            "the returned models",
+        ]
+    return lines
 
 
-def _tensorly_row(X: np.ndarray, cfg: ReproduceConfig, init: Any, seed: int, normX2: float,
-                  n: int, sigma: float, notes: list[str]) -> dict[str, Any]:
-    row: dict[str, Any] = dict(experiment="dense", n=n, sigma=sigma,
-                               method="TensorLy randomised_parafac (uniform)")
-    try:
-        from tensorly.decomposition import randomised_parafac
-    except ImportError:  # pragma: no cover - optional peer
-        notes.append("tensorly not installed: randomised_parafac skipped")
-        row.update(time_per_iter=float("nan"), rel_error=float("nan"))
-        return row
-    n_samples = tf.spals_sample_count((n, n, n), cfg.rank, 0, alpha=cfg.alphas[-1])
-    t0 = time.perf_counter()
-    cp = randomised_parafac(X, cfg.rank, n_samples, n_iter_max=cfg.iters, init=init.to_tensorly(),
-                            tol=0.0, max_stagnation=0, random_state=seed, sampling="uniform")
-    elapsed = time.perf_counter() - t0
-    w, f = cp
-    err = math.sqrt(max(_tl_resid(X, w, f, normX2), 0.0) / normX2)
-    row.update(time_per_iter=elapsed / cfg.iters, rel_error=err, n_samples=n_samples,
-               n_iter=cfg.iters, curve_time=[elapsed], curve_error=[err])
-    return row
+def _every(k: int) -> str:
+    return "every sweep" if k == 1 else f"every {k} sweeps (and the first)"
 
 
-def _tl_resid(X: np.ndarray, w: Any, f: Any, normX2: float) -> float:
-    cp = tf.CPTensor([np.asarray(a, dtype=X.dtype) for a in f],
-                     weights=np.asarray(w, dtype=X.dtype))
-    return _residual_norm_sq(X, cp, normX2)
-
-
-def _sparse_experiment(cfg: ReproduceConfig, seed: int, bar: Any,
-                       notes: list[str]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    t0 = time.perf_counter()
-    X, _ = planted_sparse_cp(cfg.sparse_shape, cfg.rank, cfg.sparse_nnz, noise=0.1, skew=1.0,
-                             exact=True, rng=seed)
-    info = dict(shape=list(cfg.sparse_shape), nnz=int(X.nnz), requested_nnz=cfg.sparse_nnz,
-                generate_seconds=time.perf_counter() - t0, noise=0.1, skew=1.0)
-    normX2 = float(X.norm()) ** 2
-    init = _sparse_init(X, cfg.rank, seed)
-    rows: list[dict[str, Any]] = []
-    tf.cp_als(X, cfg.rank, init=init, max_iter=1, tol=0.0)  # numba compilation / fiber index
-    tr = _Trace(X, normX2, cfg.sparse_als_iters)
-    res = tf.cp_als(X, cfg.rank, init=init, max_iter=cfg.sparse_als_iters, tol=0.0, callback=tr)
-    t = tr.times(res.history.time)
-    rows.append(dict(experiment="sparse", method="sparse ALS (tensorfact)",
-                     time_per_iter=_per_iter(t), rel_error=res.rel_error, n_iter=res.n_iter,
-                     **tr.curve(t)))
-    bar.update(1)
-    tf.spals(X, cfg.rank, init=init, max_iter=1, rng=seed)  # warm the fiber indices
-    for alpha in cfg.sparse_alphas:
-        tr = _Trace(X, normX2, cfg.sparse_spals_iters)
-        r = tf.spals(X, cfg.rank, init=init, alpha=alpha, max_iter=cfg.sparse_spals_iters,
-                  rng=seed, callback=tr)
-        t = tr.times(r.history.time)
-        rows.append(dict(experiment="sparse", method=f"SPALS alpha={alpha:g}", alpha=alpha,
-                         n_samples=tf.spals_sample_count(cfg.sparse_shape, cfg.rank, 0,
-                                                         alpha=alpha),
-                         time_per_iter=_per_iter(t), rel_error=tr.errors[-1],
-                         rel_error_estimate=r.rel_error, n_iter=r.n_iter,
-                         **tr.curve(t)))
-        bar.update(1)
-    rows.append(_pyttb_row(X, cfg, init, normX2, notes))
-    bar.update(1)
-    return rows, info
-
-
-def _pyttb_row(X: Any, cfg: ReproduceConfig, init: Any, normX2: float,
-               notes: list[str]) -> dict[str, Any]:
-    import contextlib
-    import io
-
-    row: dict[str, Any] = dict(experiment="sparse", method="pyttb cp_als (sptensor)")
-    try:
-        import pyttb
-    except ImportError:  # pragma: no cover - optional peer
-        notes.append("pyttb not installed: skipped")
-        row.update(time_per_iter=float("nan"), rel_error=float("nan"))
-        return row
-    coords = np.asarray(X.coords, dtype=np.int64)
-    vals = np.asarray(X.values, dtype=np.float64).reshape(-1, 1)
-    T = pyttb.sptensor(coords, vals, tuple(X.shape), copy=False)
-    K0 = pyttb.ktensor([np.asarray(a) for a in init.factors], np.asarray(init.weights))
-    t0 = time.perf_counter()
-    with contextlib.redirect_stdout(io.StringIO()):
-        M, _, out = pyttb.cp_als(T, cfg.rank, maxiters=cfg.pyttb_iters, stoptol=0.0, init=K0,
-                                 printitn=0)
-    elapsed = time.perf_counter() - t0
-    w = np.asarray(M.weights)
-    f = [np.asarray(a) for a in M.factor_matrices]
-    err = _exact_rel_error(X, tf.CPTensor(f, weights=w), normX2)
-    row.update(time_per_iter=elapsed / cfg.pyttb_iters, rel_error=err, n_iter=cfg.pyttb_iters,
-               curve_time=[elapsed], curve_error=[err])
-    return row
-
-
-def _scaling_experiment(cfg: ReproduceConfig, seed: int, bar: Any,
-                        notes: list[str]) -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = []
-    alpha = cfg.alphas[min(1, len(cfg.alphas) - 1)]
-    sizes: list[tuple[int, Any]] = [(n, np.float64) for n in cfg.scaling_ns]
-    if cfg.scaling_float32_n is not None:
-        n32 = cfg.scaling_float32_n
-        if _fits(n32, 4):
-            sizes.append((n32, np.float32))
-        else:
-            notes.append(f"scaling: n={n32} float32 skipped (needs about "
-                         f"{2.5 * n32**3 * 4 / 2**30:.1f} GiB, "
-                         f"{_mem_available() / 2**30:.1f} GiB available)")
-    for n, dt in sizes:
-        gen = np.random.default_rng(seed)
-        X = dense_problem(n, cfg.rank, 0.1, gen, dtype=dt)
-        init = _shared_init(X, cfg.rank, seed)
-        res = tf.cp_als(X, cfg.rank, init=init, max_iter=cfg.scaling_iters, tol=0.0)
-        r = tf.spals(X, cfg.rank, init=init, alpha=alpha, max_iter=cfg.scaling_iters, rng=seed)
-        rows.append(dict(experiment="scaling", n=n, dtype=np.dtype(dt).name, alpha=alpha,
-                         als_time_per_iter=_per_iter(list(res.history.time)),
-                         spals_time_per_iter=_per_iter(list(r.history.time))))
-        bar.update(1)
-        del X
-    return rows
+def _save_models(models: dict[str, Any], path: Path) -> None:
+    arrays: dict[str, np.ndarray] = {}
+    for key, cp in models.items():
+        weights, factors = cp
+        arrays[f"{key}__weights"] = np.asarray(weights)
+        arrays.update({f"{key}__factor_{m}": np.asarray(a) for m, a in enumerate(factors)})
+    np.savez(path, **arrays)  # type: ignore[arg-type]
 
 
 def run_spals_reproduction(scale: str = "quick", out: str | os.PathLike[str] | None = None, *,
                            seed: int = 0, threads: int = 1, progress: bool = True,
-                           experiments: tuple[str, ...] = ("dense", "sparse", "scaling"),
-                           ) -> dict[str, Any]:
-    """Run the SPALS reproduction at ``scale``; write JSON + PNGs to ``out``.
+                           experiments: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """Run the SPALS reproduction at ``scale``; write everything to ``out``.
 
     Parameters
     ----------
-    scale : {"tiny", "quick", "default", "paper"}
-        Problem sizes, see :data:`SCALES`.
+    scale : {"tiny", "quick", "default", "paper", "amazon"}
+        Problem sizes and protocol, see :data:`SCALES`.
     out : path, optional
-        Output folder (created if needed); default ``./spals_reproduce``.
+        Output folder (created if needed; nothing is written elsewhere);
+        default ``./spals_reproduce``.
     seed : int
         Seed of the problems, the shared initial factors and the samplers.
     threads : int
-        BLAS and Numba threads during the run.
+        BLAS and Numba threads during the run (the amazon experiment's Dask
+        graphs run on the active Dask scheduler).
     progress : bool
         Show a progress bar.
-    experiments : tuple of {"dense", "sparse", "scaling"}
-        Which experiments to run.
+    experiments : tuple of {"dense", "sparse", "scaling", "amazon"}, optional
+        Which experiments to run (default: the scale's).
 
     Returns
     -------
     dict
-        What was written to ``spals_<scale>.json`` (rows, summary ratios under
-        ``"acceptance"``, notes, machine) plus its path under ``"json"``.
+        What was written to ``spals_<scale>.json`` (header, experiments with
+        every run and the per-method summaries, checks, notes, machine), plus
+        its path under ``"json"``.
 
     Raises
     ------
     ValueError
         Unknown ``scale`` or experiment name.
+    RuntimeError
+        The amazon experiment without the on-disk formats installed.
     """
     if scale not in SCALES:
         raise ValueError(f"scale must be one of {sorted(SCALES)}, got {scale!r}")
-    bad = set(experiments) - {"dense", "sparse", "scaling"}
-    if bad:
-        raise ValueError(f"unknown experiments {sorted(bad)}")
     cfg = SCALES[scale]
+    experiments = cfg.experiments if experiments is None else tuple(experiments)
+    bad = set(experiments) - set(EXPERIMENTS)
+    if bad:
+        raise ValueError(f"unknown experiments {sorted(bad)}; choose from {EXPERIMENTS}")
     notes: list[str] = []
     n = cfg.n
-    if scale == "paper" and not _fits(n, 8):
-        fallback = next(m for m in (800, 600, 400) if _fits(m, 8))
-        notes.append(f"paper scale: n={n} float64 needs about {2.5 * n**3 * 8 / 2**30:.0f} GiB, "
+    if "dense" in experiments and _needs(n, 8) > _mem_available():
+        fallback = next((m for m in (800, 600, 400, 200) if _needs(m, 8) < _mem_available()),
+                        200)
+        notes.append(f"dense: n={n} needs about {_needs(n, 8) / 2**30:.1f} GiB, "
                      f"{_mem_available() / 2**30:.1f} GiB available; using n={fallback}")
         n = fallback
+    sizes: list[tuple[int, Any]] = [(m, np.float64) for m in cfg.scaling_ns]
+    if cfg.scaling_float32_n is not None:
+        m = cfg.scaling_float32_n
+        if _needs(m, 4) < _mem_available():
+            sizes.append((m, np.float32))
+        else:
+            notes.append(f"scaling: n={m} float32 skipped (needs about "
+                         f"{_needs(m, 4) / 2**30:.1f} GiB)")
     out_dir = Path(out) if out is not None else Path.cwd() / "spals_reproduce"
     out_dir.mkdir(parents=True, exist_ok=True)
+    protocol = Protocol(rtol=cfg.rtol, patience=cfg.patience, max_iter=cfg.max_iter,
+                        every=cfg.exact_every)
+    per_init = cfg.seeds + 1
+    total = (("dense" in experiments) * len(cfg.sigmas) * (1 + len(cfg.alphas)) * per_init
+             + ("sparse" in experiments) * (1 + len(cfg.sparse_alphas)) * per_init
+             + ("scaling" in experiments) * len(sizes)
+             + ("amazon" in experiments) * (1 + len(cfg.amazon_alphas)))
     from tqdm.auto import tqdm
 
-    total = 0
-    if "dense" in experiments:
-        total += len(cfg.sigmas) * (2 + len(cfg.alphas))
-    if "sparse" in experiments:
-        total += 2 + len(cfg.sparse_alphas)
-    if "scaling" in experiments:
-        total += len(cfg.scaling_ns) + (cfg.scaling_float32_n is not None)
     t_start = time.perf_counter()
-    rows: list[dict[str, Any]] = []
-    sparse_info: dict[str, Any] = {}
+    models: dict[str, Any] = {}
+    exp: dict[str, Any] = {}
+    seconds: dict[str, float] = {}
     with _pin(threads), tqdm(total=total, desc=f"spals reproduce ({scale})",
                              disable=not progress) as bar:
-        if "dense" in experiments:
-            rows += _dense_experiment(cfg, seed, bar, notes, n)
-        if "sparse" in experiments:
-            srows, sparse_info = _sparse_experiment(cfg, seed, bar, notes)
-            rows += srows
-        if "scaling" in experiments:
-            rows += _scaling_experiment(cfg, seed, bar, notes)
+        machine = machine_info()
+        for name in EXPERIMENTS:
+            if name not in experiments:
+                continue
+            t0 = time.perf_counter()
+            if name == "dense":
+                exp["dense"] = dense_experiment(cfg, n, seed, protocol, models, bar)
+            elif name == "sparse":
+                exp["sparse"] = sparse_experiment(cfg, seed, protocol, models, bar)
+            elif name == "scaling":
+                exp["scaling"] = scaling_experiment(cfg, seed, sizes, bar)
+            else:
+                exp["amazon"] = amazon_experiment(cfg, seed, out_dir, notes, bar)
+            seconds[name] = time.perf_counter() - t0
     result: dict[str, Any] = dict(
         scale=scale, config=asdict(cfg), dense_n=n, seed=seed, threads=threads,
-        total_seconds=time.perf_counter() - t_start, rows=rows, sparse=sparse_info,
-        acceptance=summary_ratios(rows), notes=notes,
-        machine=dict(platform=platform.platform(), processor=platform.processor(),
-                     cpus=os.cpu_count(), numpy=np.__version__),
+        machine=machine, header=_header(scale, cfg, n, seed, threads, machine, experiments),
+        experiments=exp, notes=notes,
+        total_seconds=time.perf_counter() - t_start, experiment_seconds=seconds,
+        peak_rss_mib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     )
-    try:
-        import resource
-
-        result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    except ImportError:  # pragma: no cover - non-Unix
-        result["peak_rss_mib"] = float("nan")
-    result["table_markdown"] = format_table(rows)
-    result["plots"] = plot_results(rows, out_dir, scale)
+    for block in [*exp.get("dense", []), *([exp["sparse"]] if "sparse" in exp else [])]:
+        for s in block["summary"]:
+            for w in s["warnings"]:
+                where = f"sigma={block['sigma']:g}" if "sigma" in block else "sparse"
+                notes.append(f"{where}, {s['method']}, {s['init']}: {w}")
+    for r in exp.get("amazon", {}).get("runs", []):
+        notes += [f"amazon, {r['method']}: {w}" for w in r["warnings"]]
+    result["checks"] = make_checks(result, cfg.targets)
+    result["tables_markdown"] = format_tables(result)
+    files = plot_results(result, out_dir, scale)
+    if models:
+        name = f"spals_{scale}_models.npz"
+        _save_models(models, out_dir / name)
+        files.append(name)
+    result["files"] = files
+    result["out"] = str(out_dir)
     path = out_dir / f"spals_{scale}.json"
-    path.write_text(json.dumps(result, indent=1, default=float))
+    result["json"] = path.name
+    path.write_text(json.dumps(result, indent=1))
+    print_report(result)
     result["json"] = str(path)
-    print_report(result, out_dir)
     return result
 
 
@@ -475,11 +353,12 @@ def add_reproduce_parser(sub: Any) -> None:
     """Add ``tensorfact reproduce spals`` to an argparse subparsers object."""
     p = sub.add_parser("reproduce", help="reproduce published experiments")
     rsub = p.add_subparsers(dest="experiment")
-    s = rsub.add_parser("spals", help="SPALS timing experiments (Cheng et al., NeurIPS 2016)")
-    s.add_argument("--scale", default="quick", choices=["tiny", "quick", "default", "paper"],
-                   help="problem sizes: quick (< 2 min), default (n=400, 1e7 nonzeros), "
-                        "paper (n=1000 when memory allows); tiny is for tests")
-    s.add_argument("--out", default=None, help="output directory (default ./spals_reproduce)")
+    s = rsub.add_parser("spals", help="SPALS experiments (Cheng et al., NeurIPS 2016)")
+    s.add_argument("--scale", default="quick", choices=list(SCALES),
+                   help="quick (dense 200^3, 10^6 nonzeros; < 2 min), default (400^3, 10^7), "
+                        "paper (1000^3, about 9 GiB), amazon (2*10^8 nonzeros on disk under "
+                        "--out); tiny is for tests")
+    s.add_argument("--out", default=None, help="output folder (default ./spals_reproduce)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--threads", type=int, default=1, help="BLAS/Numba threads (default 1)")
     s.add_argument("--no-progress", action="store_true", help="hide the progress bar")
