@@ -24,7 +24,8 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from types import ModuleType
 from typing import Any
 
@@ -42,6 +43,8 @@ __all__ = [
     "from_numpy",
     "default_float",
     "as_float_array",
+    "check_real_dtype",
+    "linalg_guard",
     "finfo_eps",
     "einsum",
     "scatter_add",
@@ -189,12 +192,11 @@ def default_float(xp: ModuleType, dev: Any = None) -> Any:
         return xp.float64
 
 
-def as_float_array(x: Array, xp: ModuleType, *, name: str = "X") -> Array:
-    """Return ``x`` with a real floating dtype.
+def check_real_dtype(x: Array, xp: ModuleType, *, name: str = "X") -> None:
+    """Raise ``TypeError`` naming ``name`` unless ``x`` holds real numbers.
 
-    Booleans and integers are promoted to the namespace's default float,
-    half precision to float32; complex input raises ``TypeError``. Floating
-    float32/float64 input is returned unchanged (no copy).
+    Refuses NumPy masked arrays (the mask would be ignored), complex dtypes
+    and non-numeric ones (object, string, datetime, structured).
     """
     if isinstance(x, np.ma.MaskedArray):
         raise TypeError(
@@ -206,6 +208,17 @@ def as_float_array(x: Array, xp: ModuleType, *, name: str = "X") -> Array:
         raise TypeError(f"{name} has dtype {dt}; expected a real numeric dtype")
     if xp.isdtype(dt, "complex floating"):
         raise TypeError(f"{name} has complex dtype {dt}; only real floating tensors are supported")
+
+
+def as_float_array(x: Array, xp: ModuleType, *, name: str = "X") -> Array:
+    """Return ``x`` with a real floating dtype.
+
+    Booleans and integers are promoted to the namespace's default float,
+    half precision to float32; complex input raises ``TypeError``. Floating
+    float32/float64 input is returned unchanged (no copy).
+    """
+    check_real_dtype(x, xp, name=name)
+    dt = x.dtype
     if xp.isdtype(dt, "real floating"):
         if dt == xp.float32 or dt == xp.float64:
             return x
@@ -354,6 +367,26 @@ class SingularGramWarning(RuntimeWarning):
     """A symmetric positive semidefinite system was singular to working precision."""
 
 
+@contextmanager
+def linalg_guard(what: str) -> Iterator[None]:
+    """Turn a dense solver's failure (``LinAlgError``) inside the block into ``FloatingPointError``.
+
+    Eigensolvers, SVDs and QR factorisations of NumPy, SciPy, CuPy and torch
+    signal non-convergence (in practice: NaN/Inf in the matrix) with their own
+    ``LinAlgError``; tensorfact reports it in its own words, naming ``what``.
+    """
+    try:
+        yield
+    except Exception as exc:
+        if type(exc).__name__.lstrip("_") != "LinAlgError":
+            raise
+        raise FloatingPointError(
+            f"{what}: the dense linear-algebra solver failed ({type(exc).__name__}); the matrix "
+            "holds NaN/Inf or is too ill-conditioned (data with NaN/Inf passed with "
+            "check_finite=False, or a diverging iterate)"
+        ) from exc
+
+
 def scaled_norm(xp: ModuleType, x: Array, axis: int | None = None) -> Array:
     """Euclidean norm that neither overflows nor underflows (scaled like LAPACK's ``nrm2``).
 
@@ -421,7 +454,8 @@ def spd_solve(xp: ModuleType, G: Array, B: Array, *, what: str = "Gram matrix") 
         SingularGramWarning,
         stacklevel=3,
     )
-    w, V = xp.linalg.eigh((G + xp.matrix_transpose(G)) / 2)
+    with linalg_guard(what):
+        w, V = xp.linalg.eigh((G + xp.matrix_transpose(G)) / 2)
     wmax = xp.max(xp.abs(w))
     cut = wmax * (R * eps)
     safe = xp.where(w > cut, w, xp.ones_like(w))
@@ -488,8 +522,13 @@ def check_rng(rng: None | int | np.random.Generator) -> np.random.Generator:
     """Normalise ``rng`` (None, int seed or Generator) to a NumPy Generator."""
     if isinstance(rng, np.random.Generator):
         return rng
-    if rng is None or (isinstance(rng, (int, np.integer)) and not isinstance(rng, bool)):
-        return np.random.default_rng(rng)
+    if isinstance(rng, (int, np.integer)) and not isinstance(rng, bool):
+        if rng < 0:
+            raise ValueError(f"rng must be None, a non-negative int seed or a "
+                             f"numpy.random.Generator, got {int(rng)}")
+        return np.random.default_rng(int(rng))
+    if rng is None:
+        return np.random.default_rng()
     if isinstance(rng, np.random.SeedSequence):
         return np.random.default_rng(rng)
     raise TypeError(

@@ -15,16 +15,135 @@ from typing import Any
 from . import _backend as B
 
 __all__ = [
+    "ArgumentTypeError",
     "check_tensor",
     "check_rank",
+    "check_int",
     "check_positive_int",
+    "check_real",
     "check_nonneg_float",
+    "check_choice",
+    "check_array",
     "check_finite",
     "check_int_sequence",
     "check_shape",
     "check_array_sequence",
     "check_factor_dtypes",
 ]
+
+
+class ArgumentTypeError(TypeError, ValueError):
+    """An argument of the wrong type where a number or an option is meant.
+
+    A ``TypeError`` (``1.5`` or ``True`` is no integer, ``"0.5"`` no number)
+    that is also a ``ValueError``, so that code catching ``ValueError`` for a
+    bad option value keeps working whatever the kind of mistake.
+    """
+
+
+def describe(value: Any, limit: int = 60) -> str:
+    """A short description of ``value`` for error messages (arrays by shape and dtype)."""
+    if hasattr(value, "shape") and hasattr(value, "dtype") and getattr(value, "ndim", 0) > 0:
+        return f"{type(value).__name__} of shape {tuple(value.shape)} and dtype {value.dtype}"
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def check_int(value: Any, name: str, *, low: int | None = None, high: int | None = None,
+              what: str = "an integer") -> int:
+    """``value`` as an ``int``: a Python or NumPy integer (never a bool or a float).
+
+    Raises
+    ------
+    ArgumentTypeError
+        ``value`` is not an integer (``True``, ``1.5``, ``2.0``, ``"2"``, ``None``).
+    ValueError
+        ``value`` outside ``[low, high]``.
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ArgumentTypeError(f"{name} must be {what}, got {describe(value)}")
+    v = int(value)
+    if (low is not None and v < low) or (high is not None and v > high):
+        raise ValueError(f"{name} must be {what}, got {v}")
+    return v
+
+
+def check_real(value: Any, name: str, *, low: float | None = None, high: float | None = None,
+               low_open: bool = False, high_open: bool = False, allow_inf: bool = False,
+               what: str | None = None) -> float:
+    """``value`` as a ``float``: a Python or NumPy real number (ints too, never a bool).
+
+    NaN is refused, and infinities unless ``allow_inf``; ``low``/``high``
+    bound the value (excluded with ``low_open``/``high_open``).
+
+    Raises
+    ------
+    ArgumentTypeError
+        ``value`` is not a real number (``True``, ``"0.5"``, ``1j``, ``None``, a list).
+    ValueError
+        NaN, an infinity, or a value out of range.
+    """
+    if what is None:
+        lo = "" if low is None else f"{'>' if low_open else '>='} {low:g}"
+        hi = "" if high is None else f"{'<' if high_open else '<='} {high:g}"
+        bounds = " and ".join(b for b in (lo, hi) if b)
+        what = "a finite number" + (f" {bounds}" if bounds else "")
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ArgumentTypeError(f"{name} must be {what}, got {describe(value)}")
+    v = float(value)
+    bad = math.isnan(v) or (math.isinf(v) and not allow_inf)
+    if low is not None:
+        bad = bad or v < low or (low_open and v == low)
+    if high is not None:
+        bad = bad or v > high or (high_open and v == high)
+    if bad:
+        raise ValueError(f"{name} must be {what}, got {value!r}")
+    return v
+
+
+def check_choice(value: Any, name: str, choices: tuple[str, ...]) -> str:
+    """``value`` if it is one of the strings ``choices``.
+
+    Raises
+    ------
+    ArgumentTypeError
+        ``value`` is not a string.
+    ValueError
+        A string not in ``choices``.
+    """
+    options = ", ".join(repr(c) for c in choices)
+    if not isinstance(value, str):
+        raise ArgumentTypeError(f"{name} must be one of {options}, got {describe(value)}")
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {options}, got {value!r}")
+    return str(value)
+
+
+def check_array(x: Any, name: str, *, ndim: int | None = None, min_ndim: int | None = None
+                ) -> Any:
+    """``x`` if it is an array of real numbers (bool, integer or real floating dtype).
+
+    Nothing is converted or scanned: the check costs O(1) whatever the size,
+    for the building blocks that let NaN propagate like NumPy does.
+
+    Raises
+    ------
+    TypeError
+        Not an array (a list, a scalar, ``None``), a masked array, a complex,
+        string, object or other non-numeric dtype.
+    ValueError
+        Not ``ndim`` modes, or fewer than ``min_ndim``.
+    """
+    if not B.is_array(x) or not hasattr(x, "shape") or not hasattr(x, "ndim"):
+        raise TypeError(f"{name} must be an array, got {type(x).__name__}")
+    B.check_real_dtype(x, B.namespace(x), name=name)
+    if ndim is not None and x.ndim != ndim:
+        raise ValueError(f"{name} must have {ndim} mode{'s' if ndim != 1 else ''}, "
+                         f"got shape {tuple(x.shape)}")
+    if min_ndim is not None and x.ndim < min_ndim:
+        raise ValueError(f"{name} must have at least {min_ndim} modes, got shape "
+                         f"{tuple(x.shape)}")
+    return x
 
 
 def check_tensor(X: Any, xp: ModuleType, *, name: str = "X", min_ndim: int = 2,
@@ -76,12 +195,8 @@ def check_finite(X: Any, xp: ModuleType, *, name: str = "X") -> None:
 
 
 def check_positive_int(value: Any, name: str) -> int:
-    """Return ``value`` as an ``int`` if it is an integer >= 1."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be a positive integer, got {value!r}")
-    if int(value) < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
+    """Return ``value`` as an ``int`` if it is an integer >= 1 (see :func:`check_int`)."""
+    return check_int(value, name, low=1, what="a positive integer")
 
 
 def check_rank(rank: Any, shape: tuple[int, ...], *, name: str = "rank") -> int:
@@ -103,28 +218,26 @@ def check_rank(rank: Any, shape: tuple[int, ...], *, name: str = "rank") -> int:
 
 
 def check_nonneg_float(value: Any, name: str) -> float:
-    """Return ``value`` as a float if it is a finite number >= 0."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a non-negative number, got {value!r}")
-    v = float(value)
-    if not math.isfinite(v) or v < 0:
-        raise ValueError(f"{name} must be a finite non-negative number, got {value!r}")
-    return v
+    """Return ``value`` as a float if it is a finite number >= 0 (see :func:`check_real`)."""
+    return check_real(value, name, low=0.0, what="a finite non-negative number")
 
 
 def check_int_sequence(value: Any, name: str, *, length: int | None = None,
                        positive: bool = True) -> tuple[int, ...]:
     """Return ``value`` as a tuple of ints, checking length and positivity."""
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+        raise TypeError(f"{name} must be a sequence of integers, got {describe(value)}")
     try:
         seq = tuple(value)
     except TypeError as exc:
-        raise TypeError(f"{name} must be a sequence of integers, got {value!r}") from exc
+        raise TypeError(f"{name} must be a sequence of integers, got {describe(value)}") from exc
     out = []
     for v in seq:
         if isinstance(v, bool) or not isinstance(v, numbers.Integral):
-            raise TypeError(f"{name} must contain integers, got {v!r} in {value!r}")
+            raise TypeError(f"{name} must contain integers, got {describe(v)} in "
+                            f"{describe(value)}")
         if positive and int(v) < 1:
-            raise ValueError(f"{name} must contain positive integers, got {value!r}")
+            raise ValueError(f"{name} must contain positive integers, got {describe(value)}")
         out.append(int(v))
     if length is not None and len(out) != length:
         raise ValueError(f"{name} must have length {length}, got {len(out)} ({value!r})")
@@ -169,6 +282,7 @@ def check_factor_dtypes(factors: Any, xp: ModuleType, *, name: str = "factors") 
     """
     dt = factors[0].dtype
     for i, A in enumerate(factors):
+        B.check_real_dtype(A, xp, name=f"{name}[{i}]")
         if not xp.isdtype(A.dtype, "real floating"):
             raise TypeError(f"{name}[{i}] has dtype {A.dtype}; expected real floating")
         if A.dtype != dt:
@@ -205,9 +319,7 @@ def check_allocation(n_elements: int, itemsize: int, what: str) -> None:
 
 def check_index(value: Any, name: str, n: int) -> int:
     """An integer (Python or NumPy, not bool) in ``[-n, n)``, returned in ``[0, n)``."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an integer, got {value!r}")
-    v = int(value)
+    v = check_int(value, name)
     if not -n <= v < n:
         raise ValueError(f"{name}={v} is out of range for {n} entries")
     return v % n
