@@ -140,7 +140,8 @@ class ExactKRPSampler:
         H = Gs[0].copy()
         for G in Gs[1:]:
             H *= G
-        w_all, V_all = np.linalg.eigh(H)
+        with B.linalg_guard("exact leverage sampling (Gram eigendecomposition)"):
+            w_all, V_all = np.linalg.eigh(H)
         cut = max(float(w_all.max()), 0.0) * H.shape[0] * np.finfo(np.float64).eps
         keep = w_all > cut
         Phi = (V_all[:, keep] / w_all[keep]) @ V_all[:, keep].T  # pseudo-inverse of H
@@ -154,7 +155,8 @@ class ExactKRPSampler:
         for j in range(k - 1, -1, -1):
             suffix[j] = suffix[j + 1] * Gs[j]
         for j, m in enumerate(modes):
-            lam, V = np.linalg.eigh(Phi * suffix[j + 1])
+            with B.linalg_guard("exact leverage sampling (eigendecomposition)"):
+                lam, V = np.linalg.eigh(Phi * suffix[j + 1])
             lam = np.maximum(lam, 0.0)
             G = Gs[j]
             if j == 0:  # h = 1: the component law is the same for every sample

@@ -7,20 +7,24 @@ from collections.abc import Sequence
 from typing import Any
 
 from .. import _backend as B
-from .._validation import check_allocation, check_index
+from .._validation import check_allocation, check_array, check_index
 
-__all__ = ["khatri_rao", "krp_rows"]
+__all__ = ["gather_krp_rows", "khatri_rao", "krp_rows"]
 
 
 def _check_factors(factors: Sequence[Any], name: str = "factors") -> int:
+    """Validate a sequence of matrices with a common number of columns; return it."""
+    if B.is_array(factors) or isinstance(factors, (str, bytes)) or not hasattr(factors,
+                                                                               "__len__"):
+        raise TypeError(f"{name} must be a list or tuple of 2-D arrays, got "
+                        f"{type(factors).__name__}")
     if len(factors) == 0:
         raise ValueError(f"{name} must contain at least one matrix")
     R = None
     for i, A in enumerate(factors):
-        if getattr(A, "ndim", None) != 2:
-            raise ValueError(
-                f"{name}[{i}] must be a 2-D matrix, got shape {getattr(A, 'shape', None)}"
-            )
+        check_array(A, f"{name}[{i}]")
+        if A.ndim != 2:
+            raise ValueError(f"{name}[{i}] must be a 2-D matrix, got shape {tuple(A.shape)}")
         if R is None:
             R = int(A.shape[1])
         elif int(A.shape[1]) != R:
@@ -65,6 +69,8 @@ def khatri_rao(factors: Sequence[Any], /, *, weights: Any = None, skip: int | No
         skip = check_index(skip, "skip", len(factors))
     mats = [A for i, A in enumerate(factors) if i != skip]
     R = _check_factors(mats)
+    if weights is not None:
+        check_array(weights, "weights")
     xp = B.namespace(*mats, weights)
     if weights is not None and tuple(weights.shape) != (R,):
         raise ValueError(f"weights must have shape ({R},), got {tuple(weights.shape)}")
@@ -90,9 +96,46 @@ def krp_rows(factors: Sequence[Any], rows: Any, /) -> Any:
     Returns
     -------
     (n, R) array whose row ``j`` is ``prod_m A_m[i_m(j), :]``.
+
+    Raises
+    ------
+    TypeError
+        ``rows`` not an integer array, factors that are not matrices of
+        real numbers, or arrays from different namespaces.
+    ValueError
+        ``rows`` of the wrong shape, or an index out of range (negative, or
+        beyond the number of rows of the product or of a factor).
     """
     _check_factors(factors)
-    xp = B.namespace(*factors)
+    check_array(rows, "rows")
+    xp = B.namespace(*factors, rows)
+    if not xp.isdtype(rows.dtype, "integral"):
+        raise TypeError(f"rows must have an integer dtype, got {rows.dtype}")
+    dims = [int(A.shape[0]) for A in factors]
+    if rows.ndim == 1:
+        bounds = [math.prod(dims)]
+    elif rows.ndim == 2 and rows.shape[1] == len(factors):
+        bounds = dims
+    else:
+        raise ValueError(
+            f"rows must be 1-D linear indices or (n, {len(factors)}) multi-indices, "
+            f"got shape {tuple(rows.shape)}"
+        )
+    if int(rows.shape[0]) > 0:
+        for m, d in enumerate(bounds):
+            col = rows if rows.ndim == 1 else rows[:, m]
+            lo, hi = int(B.to_float(xp.min(col))), int(B.to_float(xp.max(col)))
+            if lo < 0 or hi >= d:
+                where = "" if rows.ndim == 1 else f" (column {m})"
+                raise ValueError(f"rows{where} holds index {lo if lo < 0 else hi}, out of range "
+                                 f"[0, {d})")
+    if xp.isdtype(rows.dtype, "unsigned integer"):
+        rows = xp.astype(rows, xp.int64)
+    return gather_krp_rows(xp, factors, rows)
+
+
+def gather_krp_rows(xp: Any, factors: Sequence[Any], rows: Any) -> Any:
+    """:func:`krp_rows` without validation (``rows`` signed integers, in range)."""
     dims = [int(A.shape[0]) for A in factors]
     if rows.ndim == 1:
         idx = []
@@ -101,13 +144,8 @@ def krp_rows(factors: Sequence[Any], rows: Any, /) -> Any:
             idx.append(rem % d)
             rem = rem // d
         idx = idx[::-1]
-    elif rows.ndim == 2 and rows.shape[1] == len(factors):
-        idx = [rows[:, m] for m in range(len(factors))]
     else:
-        raise ValueError(
-            f"rows must be 1-D linear indices or (n, {len(factors)}) multi-indices, "
-            f"got shape {tuple(rows.shape)}"
-        )
+        idx = [rows[:, m] for m in range(len(factors))]
     out = xp.take(factors[0], idx[0], axis=0)
     for A, i in zip(factors[1:], idx[1:]):
         out = out * xp.take(A, i, axis=0)

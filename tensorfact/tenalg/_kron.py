@@ -16,6 +16,7 @@ from types import ModuleType
 from typing import Any
 
 from .. import _backend as B
+from .._validation import check_allocation, check_array, describe
 
 __all__ = ["kron", "kron_matmul", "rearrange", "unrearrange", "group_modes", "ungroup_modes"]
 
@@ -85,7 +86,13 @@ def kron(*arrays: Array) -> Array:
     for i, A in enumerate(arrays):
         if not hasattr(A, "shape") or not hasattr(A, "dtype"):
             raise TypeError(f"arrays[{i}] must be an array, got {type(A).__name__}")
+        check_array(A, f"arrays[{i}]")
     xp = B.namespace(*arrays)
+    size = 1
+    for n in range(max(A.ndim for A in arrays)):
+        for A in arrays:
+            size *= int(A.shape[A.ndim - 1 - n]) if n < A.ndim else 1
+    check_allocation(size, 8, "the Kronecker product")
     N = max(A.ndim for A in arrays)
     out = arrays[0]
     if out.ndim < N:
@@ -100,15 +107,22 @@ def kron(*arrays: Array) -> Array:
 # --------------------------------------------------------------------------- #
 # rearrangement
 # --------------------------------------------------------------------------- #
+def _as_shape_list(shapes: Any, name: str = "shapes") -> list[Any]:
+    """``shapes`` as a list (of what should be shapes), or a ``TypeError`` naming it."""
+    if B.is_array(shapes) or isinstance(shapes, (str, bytes)) or not hasattr(shapes, "__iter__"):
+        raise TypeError(f"{name} must be a sequence of shapes (sequences of ints), got "
+                        f"{describe(shapes)}")
+    return list(shapes)
+
+
 def _check_group_shapes(shape: tuple[int, ...], shapes: Sequence[Sequence[int]],
                         name: str = "shapes") -> tuple[tuple[int, ...], ...]:
     out = []
     N = len(shape)
-    for s, sh in enumerate(shapes):
-        try:
-            t = tuple(sh)
-        except TypeError as exc:
-            raise TypeError(f"{name}[{s}] must be a sequence of ints, got {sh!r}") from exc
+    for s, sh in enumerate(_as_shape_list(shapes, name)):
+        if isinstance(sh, (str, bytes)) or not hasattr(sh, "__iter__"):
+            raise TypeError(f"{name}[{s}] must be a sequence of ints, got {describe(sh)}")
+        t = tuple(sh)
         if len(t) != N:
             raise ValueError(
                 f"{name}[{s}] = {t} has {len(t)} modes but the tensor has {N} (shape {shape})"
@@ -164,9 +178,12 @@ def group_modes(W: Array, shapes: Sequence[Sequence[int]], /) -> Array:
     >>> group_modes(kron(A, Bm, C), [A.shape, Bm.shape, C.shape]).shape
     (2, 3, 4)
     """
+    check_array(W, "W")
     xp = B.namespace(W)
     shape = tuple(int(s) for s in W.shape)
     shp = _check_group_shapes(shape, shapes)
+    if not shp:
+        raise ValueError("shapes must not be empty")
     S, N = len(shp), len(shape)
     split = tuple(shp[s][n] for n in range(N) for s in range(S))
     perm = tuple(n * S + s for s in range(S) for n in range(N))
@@ -192,11 +209,22 @@ def ungroup_modes(T: Array, shapes: Sequence[Sequence[int]], /) -> Array:
     >>> bool(np.array_equal(ungroup_modes(group_modes(W, shapes), shapes), W))
     True
     """
+    check_array(T, "T")
     xp = B.namespace(T)
+    shapes = _as_shape_list(shapes)
     if not shapes:
         raise ValueError("shapes must not be empty")
-    N = len(tuple(shapes[0]))
-    full = tuple(math.prod(tuple(sh)[n] for sh in shapes) for n in range(N))
+    first = shapes[0]
+    if isinstance(first, (str, bytes)) or not hasattr(first, "__iter__"):
+        raise TypeError(f"shapes[0] must be a sequence of ints, got {describe(first)}")
+    N = len(tuple(first))
+    ragged = [s for s, sh in enumerate(shapes)
+              if not hasattr(sh, "__iter__") or len(tuple(sh)) != N]
+    if ragged:
+        raise ValueError(f"shapes[{ragged[0]}] = {describe(shapes[ragged[0]])} does not have "
+                         f"{N} modes like shapes[0]")
+    full = tuple(math.prod(int(tuple(sh)[n]) if _is_int(tuple(sh)[n]) else 0 for sh in shapes)
+                 for n in range(N))
     shp = _check_group_shapes(full, shapes)
     S = len(shp)
     want = tuple(math.prod(sh) for sh in shp)
@@ -211,19 +239,35 @@ def ungroup_modes(T: Array, shapes: Sequence[Sequence[int]], /) -> Array:
     return xp.reshape(X, full)
 
 
+def _is_int(v: Any) -> bool:
+    return not isinstance(v, bool) and hasattr(v, "__index__")
+
+
+def _check_sizes(value: Any, name: str, n_modes: int | None = None) -> tuple[int, ...]:
+    """A shape argument: a sequence of positive integers (with ``n_modes`` entries)."""
+    if B.is_array(value) and getattr(value, "ndim", 1) != 1:
+        raise TypeError(f"{name} must be a sequence of ints, got {describe(value)}")
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+        raise TypeError(f"{name} must be a sequence of ints, got {describe(value)}")
+    t = tuple(value)
+    for v in t:
+        if not _is_int(v):
+            raise TypeError(f"{name} must contain integers, got {describe(value)}")
+        if int(v) < 1:
+            raise ValueError(f"{name} must contain positive sizes, got {describe(value)}")
+    if n_modes is not None and len(t) != n_modes:
+        raise ValueError(f"{name} = {tuple(int(v) for v in t)} has {len(t)} modes but W has "
+                         f"{n_modes}")
+    return tuple(int(v) for v in t)
+
+
 def _infer_b_shape(shape: tuple[int, ...], a_shape: Sequence[int],
                    b_shape: Sequence[int] | None) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    a = tuple(a_shape)
+    a = _check_sizes(a_shape, "a_shape")
     if len(a) != len(shape):
         raise ValueError(
             f"a_shape = {a} has {len(a)} modes but W has {len(shape)} (shape {shape})"
         )
-    for v in a:
-        if isinstance(v, bool) or not hasattr(v, "__index__"):
-            raise TypeError(f"a_shape must contain integers, got {a!r}")
-        if int(v) < 1:
-            raise ValueError(f"a_shape must contain positive sizes, got {a!r}")
-    a = tuple(int(v) for v in a)
     if b_shape is None:
         for n, (i, j) in enumerate(zip(shape, a)):
             if i % j:
@@ -233,7 +277,11 @@ def _infer_b_shape(shape: tuple[int, ...], a_shape: Sequence[int],
                 )
         b = tuple(i // j for i, j in zip(shape, a))
     else:
-        b = tuple(b_shape)
+        b = _check_sizes(b_shape, "b_shape", len(shape))
+        for n, (i, j, k) in enumerate(zip(shape, a, b)):
+            if j * k != i:
+                raise ValueError(f"a_shape and b_shape do not multiply to W's shape in mode {n}: "
+                                 f"{j} * {k} != {i} (a_shape {a}, b_shape {b}, W shape {shape})")
     return a, b
 
 
@@ -276,8 +324,7 @@ def rearrange(W: Array, a_shape: Sequence[int], b_shape: Sequence[int] | None = 
     >>> bool(np.allclose(M, np.outer(A.ravel(), Bm.ravel())))
     True
     """
-    if not hasattr(W, "shape"):
-        raise TypeError(f"W must be an array, got {type(W).__name__}")
+    check_array(W, "W")
     a, b = _infer_b_shape(tuple(int(s) for s in W.shape), a_shape, b_shape)
     return group_modes(W, (a, b))
 
@@ -292,10 +339,9 @@ def unrearrange(M: Array, a_shape: Sequence[int], b_shape: Sequence[int], /) -> 
     >>> bool(np.array_equal(unrearrange(rearrange(W, (2, 3)), (2, 3), (2, 2)), W))
     True
     """
-    if not hasattr(M, "shape") or M.ndim != 2:
-        raise ValueError(f"M must be a 2-D array, got {getattr(M, 'shape', type(M).__name__)}")
-    a = tuple(int(v) for v in a_shape)
-    b = tuple(int(v) for v in b_shape)
+    check_array(M, "M", ndim=2)
+    a = _check_sizes(a_shape, "a_shape")
+    b = _check_sizes(b_shape, "b_shape")
     if len(a) != len(b):
         raise ValueError(f"a_shape {a} and b_shape {b} must have the same number of modes")
     return ungroup_modes(M, (a, b))
@@ -308,6 +354,9 @@ def _matmul_factors(kt: Any) -> tuple[Array, ...]:
     if hasattr(kt, "to_kronecker"):  # SeKronTensor: its flat form
         kt = kt.to_kronecker()
     facs = getattr(kt, "factors", None)
+    if B.is_array(kt):
+        raise TypeError("kt must be a KroneckerTensor or a sequence of (R, m_s, n_s) factor "
+                        f"arrays, got a single {type(kt).__name__}; wrap the factors in a list")
     if facs is None:
         try:
             facs = tuple(kt)
@@ -321,7 +370,8 @@ def _matmul_factors(kt: Any) -> tuple[Array, ...]:
         raise ValueError("kt has no factors")
     R = None
     for s, F in enumerate(facs):
-        if getattr(F, "ndim", None) != 3:
+        check_array(F, f"kt factor {s}")
+        if F.ndim != 3:
             raise ValueError(
                 "kron_matmul needs a 2-way Kronecker operator: factor "
                 f"{s} must have shape (rank, m_s, n_s), got {getattr(F, 'shape', None)}"
@@ -417,8 +467,7 @@ def kron_matmul(x: Array, kt: Any, /, *, transpose: bool = False) -> Array:
     True
     """
     facs = _matmul_factors(kt)
-    if not hasattr(x, "shape"):
-        raise TypeError(f"x must be an array, got {type(x).__name__}")
+    check_array(x, "x")
     xp = B.namespace(x, *facs)
     if transpose:
         facs = tuple(xp.permute_dims(F, (0, 2, 1)) for F in facs)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from .. import _backend as B
+from .._validation import check_array, check_nonneg_float
 
 __all__ = ["leverage_scores"]
 
@@ -53,9 +54,10 @@ def leverage_scores(A: Any, /, *, rtol: float | None = None) -> Any:
     >>> np.round(leverage_scores(A), 6)
     array([1. , 0.5, 0.5])
     """
+    check_array(A, "A")
     xp = B.namespace(A)
-    if getattr(A, "ndim", None) != 2:
-        raise ValueError(f"A must be a 2-D matrix, got shape {getattr(A, 'shape', None)}")
+    if A.ndim != 2:
+        raise ValueError(f"A must be a 2-D matrix, got shape {tuple(A.shape)}")
     A = B.as_float_array(A, xp, name="A")
     n_rows, n_cols = int(A.shape[0]), int(A.shape[1])
     if n_rows == 0 or n_cols == 0:
@@ -64,8 +66,8 @@ def leverage_scores(A: Any, /, *, rtol: float | None = None) -> Any:
         raise ValueError("A contains NaN or Inf")
     if rtol is None:
         rtol = max(n_rows, n_cols) * B.finfo_eps(xp, A.dtype)
-    elif not rtol >= 0:
-        raise ValueError(f"rtol must be non-negative, got {rtol}")
+    else:
+        rtol = check_nonneg_float(rtol, "rtol")
     return _leverage(xp, A, rtol)
 
 
@@ -76,7 +78,8 @@ def _leverage(xp: Any, A: Any, rtol: float) -> Any:
     scale = xp.max(xp.abs(A))
     if B.to_float(scale) == 0.0:
         return xp.zeros((A.shape[0],), dtype=A.dtype, device=B.device(A))
-    U, s, _ = xp.linalg.svd(A / scale, full_matrices=False)
+    with B.linalg_guard("leverage scores (SVD)"):
+        U, s, _ = xp.linalg.svd(A / scale, full_matrices=False)
     keep = s > rtol * xp.max(s)
     U = U * xp.astype(keep, A.dtype)[None, :]
     return xp.sum(U * U, axis=1)
@@ -96,7 +99,8 @@ def leverage_from_gram(xp: Any, A: Any, G: Any) -> Any | None:
     SVD of :func:`leverage_scores`) unless ``cond(A) <= 1e4``, where the
     scores are accurate to about ``1e8 * eps`` relative.
     """
-    lam, V = xp.linalg.eigh(G)
+    with B.linalg_guard("leverage scores (Gram eigendecomposition)"):
+        lam, V = xp.linalg.eigh(G)
     lmax = B.to_float(xp.max(lam))
     lmin = B.to_float(xp.min(lam))
     if not lmax > 0 or lmin < lmax / _GRAM_COND_MAX**2:

@@ -27,20 +27,19 @@ from types import ModuleType
 from typing import Any
 
 from .. import _backend as B
-from .._validation import check_index
+from .._validation import check_array, check_index
 from ._khatri_rao import _check_factors, khatri_rao
 
 __all__ = ["DimensionTree", "mttkrp", "mttkrp_sweep"]
 
 
 def _check_mttkrp_args(X: Any, factors: Sequence[Any], mode: Any) -> int:
-    if not hasattr(X, "ndim"):
-        raise TypeError(f"X must be an array, got {type(X).__name__}")
+    check_array(X, "X")
+    _check_factors(factors)
     if len(factors) != X.ndim:
         raise ValueError(
             f"factors has {len(factors)} matrices but X has {X.ndim} modes"
         )
-    _check_factors(factors)
     for m, A in enumerate(factors):
         if int(A.shape[0]) != int(X.shape[m]):
             raise ValueError(
@@ -219,7 +218,12 @@ class DimensionTree:
     X : dense array with at least two modes
     """
 
-    def __init__(self, xp: ModuleType, X: Any) -> None:
+    def __init__(self, xp: ModuleType | None, X: Any) -> None:
+        check_array(X, "X", min_ndim=2)
+        if xp is None:
+            xp = B.namespace(X)
+        elif not isinstance(xp, ModuleType) or not hasattr(xp, "matmul"):
+            raise TypeError(f"xp must be X's array namespace (or None), got {type(xp).__name__}")
         self.xp = xp
         self.X = X
         self.shape = tuple(int(d) for d in X.shape)
@@ -253,6 +257,7 @@ class DimensionTree:
         """``unfold(X, n) @ khatri_rao(factors, skip=n)`` (``factors[n]`` unused)."""
         xp = self.xp
         X = self.X
+        n = _check_mttkrp_args(X, factors, n)
         if X.ndim == 2:
             return X @ factors[1] if n == 0 else xp.matrix_transpose(X) @ factors[0]
         path = self._paths[n]
@@ -301,11 +306,21 @@ def mttkrp_sweep(X: Any, factors: Sequence[Any], update: Callable[[int, Any], An
     """
     if not B.is_array(X):
         raise TypeError(f"X must be a dense array, got {type(X).__name__}")
-    if len(factors) != X.ndim:
-        raise ValueError(f"factors has {len(factors)} matrices but X has {X.ndim} modes")
+    _check_mttkrp_args(X, factors, 0)
+    if not callable(update):
+        raise TypeError(f"update must be a callable (mode, M) -> new factor, got "
+                        f"{type(update).__name__}")
     xp = B.namespace(X, *factors)
     tree = DimensionTree(xp, X)
     new = list(factors)
     for n in range(X.ndim):
-        new[n] = update(n, tree.mttkrp(new, n))
+        A = update(n, tree.mttkrp(new, n))
+        want = tuple(new[n].shape)
+        if not B.is_array(A):
+            raise TypeError(f"update must return the new factor of mode {n}, an array of shape "
+                            f"{want}, got {type(A).__name__}")
+        if tuple(A.shape) != want:
+            raise ValueError(f"update must return the new factor of mode {n}, an array of shape "
+                             f"{want}, got shape {tuple(A.shape)}")
+        new[n] = A
     return new

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from .. import _backend as B
-from .._validation import check_allocation
+from .._validation import check_allocation, check_choice, check_positive_int, check_real
 from ._khatri_rao import _check_factors
 from ._leverage import _leverage, leverage_from_gram
 
@@ -159,12 +159,11 @@ def sample_krp_rows(
     >>> s.indices.shape[1], int(s.counts.sum()), bool(np.all(s.weights > 0))
     (2, 200, True)
     """
-    R = _check_factors(factors)
-    del R
+    _check_factors(factors)
     xp = B.namespace(*factors)
-    if isinstance(n_samples, bool) or not isinstance(n_samples, (int, np.integer)) or n_samples < 1:
-        raise ValueError(f"n_samples must be a positive integer, got {n_samples!r}")
-    n_samples = int(n_samples)
+    n_samples = check_positive_int(n_samples, "n_samples")
+    sampler = check_choice(sampler, "sampler", ("product", "exact"))
+    tau = _check_threshold(deterministic_threshold)
     gen = B.check_rng(rng)
     dims = tuple(int(A.shape[0]) for A in factors)
     check_allocation(int(n_samples) * (len(factors) + 3), 8, f"n_samples={n_samples} draws")
@@ -174,11 +173,8 @@ def sample_krp_rows(
         for m, A in enumerate(factors):
             if not bool(xp.all(xp.isfinite(B.as_float_array(A, xp, name="factors")))):
                 raise ValueError(f"factors[{m}] contains NaN or Inf")
-        tau = _check_threshold(deterministic_threshold)
         return krp_sampler("exact", factors, tau=tau).sample(range(len(factors)),
                                                              int(n_samples), gen)
-    if sampler != "product":
-        raise ValueError(f"sampler must be 'product' or 'exact', got {sampler!r}")
     if scores is None:
         probs = []
         for A in factors:
@@ -188,16 +184,28 @@ def sample_krp_rows(
             eps = B.finfo_eps(xp, Af.dtype)
             probs.append(B.to_numpy(_leverage(xp, Af, max(Af.shape) * eps)))
     else:
-        if len(scores) != len(factors):
-            raise ValueError(f"scores must hold {len(factors)} vectors, got {len(scores)}")
-        probs = [np.asarray(B.to_numpy(s), dtype=np.float64) for s in scores]
+        probs = _host_scores(scores, len(factors))
         for m, (p, d) in enumerate(zip(probs, dims)):
             if p.shape != (d,):
                 raise ValueError(f"scores[{m}] must have shape ({d},), got {p.shape}")
             if not np.all(np.isfinite(p)) or np.any(p < 0):
                 raise ValueError(f"scores[{m}] must be finite and non-negative")
-    tau = _check_threshold(deterministic_threshold)
     return draw_krp_sample(probs, int(n_samples), gen, tau)
+
+
+def _host_scores(scores: Any, k: int) -> list[np.ndarray]:
+    """``scores`` (a sequence of ``k`` vectors of real numbers) as host float64 arrays."""
+    if B.is_array(scores) or isinstance(scores, (str, bytes)) or not hasattr(scores, "__len__"):
+        raise TypeError(f"scores must be a sequence of {k} vectors, got {type(scores).__name__}")
+    if len(scores) != k:
+        raise ValueError(f"scores must hold {k} vectors, got {len(scores)}")
+    out = []
+    for m, s in enumerate(scores):
+        h = np.asarray(B.to_numpy(s) if B.is_array(s) else s)
+        if h.dtype.kind not in "biuf":
+            raise TypeError(f"scores[{m}] must hold real numbers, got dtype {h.dtype}")
+        out.append(h.astype(np.float64))
+    return out
 
 
 class ProductKRPSampler:
@@ -245,11 +253,8 @@ def krp_sampler(sampler: str, factors: Sequence[Any], *, tau: float | None = Non
 def _check_threshold(tau: float | None) -> float | None:
     if tau is None:
         return None
-    if isinstance(tau, bool) or not isinstance(tau, (int, float, np.floating)):
-        raise ValueError(f"deterministic_threshold must be a float in [0, 1] or None, got {tau!r}")
-    if not 0.0 <= float(tau) <= 1.0:
-        raise ValueError(f"deterministic_threshold must lie in [0, 1], got {tau}")
-    return float(tau)
+    return check_real(tau, "deterministic_threshold", low=0.0, high=1.0,
+                      what="a number in [0, 1] or None")
 
 
 def normalize_scores(scores: np.ndarray) -> np.ndarray:

@@ -5,16 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 from .. import _backend as B
+from .._validation import check_array, check_int, check_shape
 
 __all__ = ["unfold", "fold"]
 
 
 def _check_mode(mode: Any, ndim: int) -> int:
-    if isinstance(mode, bool) or not isinstance(mode, int):
-        raise TypeError(f"mode must be an integer, got {mode!r}")
-    if not -ndim <= mode < ndim:
-        raise ValueError(f"mode={mode} is out of range for a tensor with {ndim} modes")
-    return mode % ndim
+    m = check_int(mode, "mode")
+    if not -ndim <= m < ndim:
+        raise ValueError(f"mode={m} is out of range for a tensor with {ndim} modes")
+    return m % ndim
 
 
 def unfold(X: Any, /, mode: int) -> Any:
@@ -34,6 +34,7 @@ def unfold(X: Any, /, mode: int) -> Any:
     >>> unfold(X, 1).shape
     (3, 8)
     """
+    check_array(X, "X", min_ndim=1)
     xp = B.namespace(X)
     n = _check_mode(mode, X.ndim)
     moved = xp.moveaxis(X, n, 0)
@@ -50,8 +51,9 @@ def fold(M: Any, /, mode: int, shape: tuple[int, ...]) -> Any:
     >>> bool((fold(unfold(X, 2), 2, X.shape) == X).all())
     True
     """
+    check_array(M, "M", ndim=2)
     xp = B.namespace(M)
-    shape = tuple(int(s) for s in shape)
+    shape = check_shape(shape, "shape")
     n = _check_mode(mode, len(shape))
     if M.ndim != 2 or M.shape[0] != shape[n] or M.shape[0] * M.shape[1] != _prod(shape):
         raise ValueError(
