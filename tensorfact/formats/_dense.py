@@ -12,7 +12,8 @@ import numpy as np
 from .. import _backend as B
 from .._kernels.dense import gather_dense_fibers_numba, gather_dense_fibers_xp
 from .._validation import check_finite as _check_finite
-from ..tenalg._khatri_rao import krp_rows
+from .._validation import check_index, check_positive_int, check_tensor
+from ..tenalg._khatri_rao import gather_krp_rows
 from ..tenalg._mttkrp import DimensionTree, _mttkrp
 
 __all__ = ["DenseTensor", "leading_from_gram"]
@@ -24,7 +25,8 @@ _BLOCK_BUDGET = 1 << 22
 def leading_from_gram(xp: ModuleType, G: Any, k: int) -> Any:
     """Leading ``k`` eigenvectors of a symmetric ``G``, largest first."""
     In = int(G.shape[0])
-    _, V = xp.linalg.eigh(G)
+    with B.linalg_guard("leading subspace (Gram eigendecomposition)"):
+        _, V = xp.linalg.eigh(G)
     return xp.flip(V[:, In - min(k, In):], axis=1)
 
 
@@ -40,13 +42,30 @@ class DenseTensor:
     Parameters
     ----------
     X : array
-        A floating array of any array API namespace (not copied).
+        An array of any array API namespace with at least two modes, none
+        empty; floating arrays are not copied (integers and booleans are
+        promoted to the default float). NaN/Inf are not screened here
+        (:meth:`check_finite`).
     xp : namespace, optional
         ``X``'s namespace (looked up when omitted).
+
+    Raises
+    ------
+    TypeError
+        ``X`` is not an array or not of real numbers; ``xp`` is not ``X``'s
+        namespace.
+    ValueError
+        Fewer than two modes or an empty mode.
     """
 
     def __init__(self, X: Any, xp: ModuleType | None = None) -> None:
-        self.xp = B.namespace(X) if xp is None else xp
+        if not B.is_array(X):
+            raise TypeError(f"X must be an array, got {type(X).__name__}")
+        own = B.namespace(X)
+        if xp is not None and xp is not own and getattr(xp, "__name__", None) != own.__name__:
+            raise TypeError(f"xp must be X's namespace {own.__name__}, got {xp!r}")
+        self.xp = own if xp is None else xp
+        X = check_tensor(X, self.xp, name="X", finite=False)
         self.X = X
         self.shape = tuple(int(s) for s in X.shape)
         self.dtype = X.dtype
@@ -87,6 +106,7 @@ class DenseTensor:
         """``unfold(X, mode) @ unfold(X, mode).T`` without copying ``X``."""
         xp = self.xp
         s = self.shape
+        mode = check_index(mode, "mode", len(s))
         L, In, Rt = math.prod(s[:mode]), s[mode], math.prod(s[mode + 1:])
         if L == 1:
             X2 = xp.reshape(self.X, (In, Rt))
@@ -114,15 +134,19 @@ class DenseTensor:
         """
         xp = self.xp
         s = self.shape
+        mode = check_index(mode, "mode", len(s))
+        k = check_positive_int(k, "k")
+        rng = B.check_rng(rng)
         In = s[mode]
         kk = min(In, k + 10)
         if In <= 3 * kk:
             return leading_from_gram(xp, self.mode_gram(mode), k)
         omega = [B.random_normal(xp, (d, kk), rng, dtype=self.dtype, like=self.X) for d in s]
         Y = _mttkrp(xp, self.X, omega, mode)
-        Q, _ = xp.linalg.qr(Y)
-        Y = self._power_step(mode, Q)
-        U, _, _ = xp.linalg.svd(Y, full_matrices=False)
+        with B.linalg_guard("leading subspace (randomised range finder)"):
+            Q, _ = xp.linalg.qr(Y)
+            Y = self._power_step(mode, Q)
+            U, _, _ = xp.linalg.svd(Y, full_matrices=False)
         return U[:, :k]
 
     def _power_step(self, mode: int, Q: Any) -> Any:
@@ -174,7 +198,7 @@ class DenseTensor:
         for p0 in range(0, P, step):
             p1 = min(P, p0 + step)
             rows = xp.arange(p0, p1, device=B.device(self.X))
-            K = krp_rows(factors[:-1], rows)
+            K = gather_krp_rows(xp, factors[:-1], rows)
             diff = X2[p0:p1, ...] - K @ last_t
             total += B.to_float(xp.sum(diff * diff))
         return total
@@ -188,8 +212,9 @@ class DenseTensor:
         (:mod:`tensorfact._kernels.dense`), others ``xp.take``.
         """
         s = self.shape
+        mode = check_index(mode, "mode", len(s))
         L, In, Rt = math.prod(s[:mode]), s[mode], math.prod(s[mode + 1:])
-        idx = np.asarray(indices, dtype=np.int64)
+        idx = _check_indices(indices, tuple(d for m, d in enumerate(s) if m != mode))
         # linear index over the modes before and after ``mode``
         lo = np.zeros(idx.shape[0], dtype=np.int64)
         for j, m in enumerate(range(mode)):
@@ -201,3 +226,15 @@ class DenseTensor:
         if B.is_numpy(self.xp) and X3.flags.c_contiguous:
             return gather_dense_fibers_numba(X3, lo, hi)
         return gather_dense_fibers_xp(self.xp, X3, lo, hi)
+
+
+def _check_indices(indices: Any, dims: tuple[int, ...]) -> np.ndarray:
+    """Host sample indices of the other modes, ``(n, len(dims))`` int64, checked in range."""
+    idx = np.asarray(B.to_numpy(indices) if B.is_array(indices) else indices)
+    if idx.dtype.kind not in "iu":
+        raise TypeError(f"indices must be an integer array, got dtype {idx.dtype}")
+    if idx.ndim != 2 or idx.shape[1] != len(dims):
+        raise ValueError(f"indices must have shape (n_samples, {len(dims)}), got {idx.shape}")
+    if idx.shape[0] and (np.any(idx < 0) or np.any(idx >= np.asarray(dims))):
+        raise ValueError(f"indices holds an index out of range for the other modes' sizes {dims}")
+    return idx.astype(np.int64, copy=False)

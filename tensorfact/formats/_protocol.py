@@ -33,6 +33,9 @@ from __future__ import annotations
 from types import ModuleType
 from typing import Any, Protocol, runtime_checkable
 
+from .. import _backend as B
+from .._validation import check_array, check_positive_int
+
 __all__ = ["SparseRows", "TensorFormat"]
 
 
@@ -66,9 +69,45 @@ class SparseRows:
     Returned by :meth:`TensorFormat.sampled_fibers` for sparse formats: ``row``
     is the sample number, ``col`` the index along the free mode, ``val`` the
     entry; ``n_columns`` is the size of the free mode.
+
+    Parameters
+    ----------
+    row, col : 1-D integer arrays
+        Sample numbers (``>= 0``) and column indices (in ``[0, n_columns)``).
+    val : 1-D array of real numbers
+        The entries, as many as ``row`` and ``col``.
+    n_columns : int
+        Size of the free mode.
+
+    Raises
+    ------
+    TypeError
+        Arguments that are not arrays, non-integer indices, non-numeric
+        values, mixed namespaces; ``n_columns`` not an integer.
+    ValueError
+        Arrays that are not 1-D or differ in length, an index out of range,
+        ``n_columns < 1``.
     """
 
     __slots__ = ("row", "col", "val", "n_columns")
 
     def __init__(self, row: Any, col: Any, val: Any, n_columns: int) -> None:
-        self.row, self.col, self.val, self.n_columns = row, col, val, int(n_columns)
+        n_columns = check_positive_int(n_columns, "n_columns")
+        for name, a in (("row", row), ("col", col), ("val", val)):
+            check_array(a, name, ndim=1)
+        xp = B.namespace(row, col, val)
+        for name, a in (("row", row), ("col", col)):
+            if not xp.isdtype(a.dtype, "integral"):
+                raise TypeError(f"{name} must have an integer dtype, got {a.dtype}")
+        n = int(row.shape[0])
+        if int(col.shape[0]) != n or int(val.shape[0]) != n:
+            raise ValueError(f"row, col and val must have one length, got {n}, "
+                             f"{int(col.shape[0])} and {int(val.shape[0])}")
+        if n:
+            if B.to_float(xp.min(row)) < 0:
+                raise ValueError(f"row holds a negative index {int(B.to_float(xp.min(row)))}")
+            lo, hi = B.to_float(xp.min(col)), B.to_float(xp.max(col))
+            if lo < 0 or hi >= n_columns:
+                raise ValueError(f"col holds index {int(lo if lo < 0 else hi)}, out of range "
+                                 f"[0, n_columns={n_columns})")
+        self.row, self.col, self.val, self.n_columns = row, col, val, n_columns

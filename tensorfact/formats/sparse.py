@@ -23,6 +23,7 @@ import numpy as np
 
 from .. import _backend as B
 from .._kernels import sparse as K
+from .._validation import check_array, check_choice
 from . import _sparse_ops as _ops
 from ._dense import leading_from_gram
 from ._protocol import SparseRows
@@ -225,9 +226,8 @@ class SparseTensor:
     @classmethod
     def from_dense(cls, X: Any, /) -> SparseTensor:
         """Nonzero entries of a dense array (any namespace), kept in its namespace."""
+        check_array(X, "X", min_ndim=1)
         xp = B.namespace(X)
-        if X.ndim < 1:
-            raise ValueError("X must have at least one mode")
         X = B.as_float_array(X, xp, name="X")
         dims = tuple(int(s) for s in X.shape)
         flat = xp.reshape(X, (-1,))
@@ -275,7 +275,11 @@ class SparseTensor:
         C = M.tocoo()
         coords = np.stack([np.asarray(C.row, dtype=np.int64), np.asarray(C.col, dtype=np.int64)],
                           axis=1)
-        return cls(coords, np.asarray(C.data), tuple(int(s) for s in C.shape))
+        data = np.asarray(C.data)
+        B.check_real_dtype(data, B.namespace(data), name="M")
+        if data.dtype.kind == "f" and not bool(np.all(np.isfinite(data))):
+            raise ValueError("M contains NaN or Inf values")
+        return cls(coords, data, tuple(int(s) for s in C.shape))
 
     def to_scipy(self, format: str = "coo") -> Any:
         """``scipy.sparse`` array (2-way NumPy tensors only); ``format`` "coo", "csr" or "csc"."""
@@ -288,11 +292,8 @@ class SparseTensor:
         A = sps.coo_array((np.array(self._values), (np.array(self._coords[:, 0]),
                                                     np.array(self._coords[:, 1]))),
                           shape=self._shape)
-        if format == "coo":
-            return A
-        if format in ("csr", "csc"):
-            return A.asformat(format)
-        raise ValueError(f"format must be 'coo', 'csr' or 'csc', got {format!r}")
+        format = check_choice(format, "format", ("coo", "csr", "csc"))
+        return A if format == "coo" else A.asformat(format)
 
     @classmethod
     def from_pydata(cls, S: Any, /) -> SparseTensor:

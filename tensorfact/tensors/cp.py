@@ -70,7 +70,13 @@ class CPTensor(Frozen):
                     f"factors[{i}] must be a 2-D array of shape (I_{i}, rank), "
                     f"got {getattr(A, 'shape', type(A).__name__)}"
                 )
-        xp = B.namespace(*facs, weights if B.is_array(weights) else None)
+        xp = B.namespace(*facs)
+        if B.is_array(weights):
+            try:
+                B.namespace(facs[0], weights)
+            except TypeError as exc:
+                raise TypeError(f"weights and factors must come from one array library and "
+                                f"device: {exc}") from None
         R = int(facs[0].shape[1])
         for i, A in enumerate(facs):
             if int(A.shape[1]) != R:

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .. import _backend as B
-from .._validation import check_array_sequence, check_factor_dtypes
+from .._validation import check_array_sequence, check_factor_dtypes, check_int_sequence
 from ..tenalg._kron import _kron2, _kron_matmul, group_modes, ungroup_modes
 from ._frozen import Frozen
 
@@ -313,8 +313,11 @@ class SeKronTensor(_KroneckerFamily):
     _xp: Any
 
     def __init__(self, factors: Sequence[Any], ranks: Sequence[int]) -> None:
-        facs = tuple(factors)
-        rk = tuple(int(r) for r in ranks)
+        if hasattr(factors, "shape"):
+            raise TypeError("factors must be a sequence of arrays, got a single array; wrap it "
+                            "in a list")
+        facs = check_array_sequence(factors, "factors")
+        rk = check_int_sequence(ranks, "ranks", positive=False)
         S = len(facs)
         if S < 2:
             raise ValueError(f"a SeKron tensor needs at least 2 factors, got {S}")
