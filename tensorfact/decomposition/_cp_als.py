@@ -12,15 +12,21 @@ from typing import Any
 import numpy as np
 
 from .. import _backend as B
-from .._validation import check_nonneg_float, check_positive_int, check_rank
+from .._validation import (
+    ArgumentTypeError,
+    check_choice,
+    check_nonneg_float,
+    check_positive_int,
+    check_rank,
+)
 from ..formats import TensorFormat, as_format
 from ..formats._scale import safe_scale
 from ..tensors.cp import CPTensor
 from ._monitor import ConvergenceHistory, IterationMonitor, check_callback
 from ._results import CPALSResult
 
-__all__ = ["cp_als", "hadamard_grams", "initial_factors", "scaled_data", "unit_columns",
-           "zero_result"]
+__all__ = ["check_init", "cp_als", "hadamard_grams", "initial_factors", "scaled_data",
+           "unit_columns", "zero_result"]
 
 logger = logging.getLogger("tensorfact.cp_als")
 
@@ -132,10 +138,7 @@ def cp_als(
     n_init = check_positive_int(n_init, "n_init")
     check_callback(callback)
     gen = B.check_rng(rng)
-    if not (isinstance(init, CPTensor) or init in ("svd", "random", "joint_schur")):
-        raise ValueError(
-            f"init must be 'svd', 'random', 'joint_schur' or a CPTensor, got {init!r}"
-        )
+    check_init(init, ("svd", "random", "joint_schur"))
 
     data, scale, normX2 = scaled_data(data)
     if normX2 == 0.0:
@@ -151,6 +154,17 @@ def cp_als(
     return best  # type: ignore[return-value]
 
 
+def check_init(init: Any, names: tuple[str, ...]) -> None:
+    """Validate a solver's ``init``: one of the strings ``names`` or a :class:`CPTensor`."""
+    if isinstance(init, CPTensor):
+        return
+    if not isinstance(init, str):
+        options = ", ".join(repr(n) for n in names)
+        raise ArgumentTypeError(f"init must be {options} or a CPTensor, got "
+                                f"{type(init).__name__}")
+    check_choice(init, "init", names)
+
+
 def initial_factors(data: TensorFormat, R: int, init: Any, gen: np.random.Generator
                     ) -> list[Any]:
     """Initial factor matrices for CP-ALS-type solvers (shared with SPALS)."""
@@ -158,7 +172,11 @@ def initial_factors(data: TensorFormat, R: int, init: Any, gen: np.random.Genera
     shape = data.shape
     dt = data.dtype
     if isinstance(init, CPTensor):
-        B.namespace(data.like, init.factors[0])
+        try:
+            B.namespace(data.like, init.factors[0])
+        except TypeError as exc:
+            raise TypeError(f"init must live with X (one array library and device): {exc}"
+                            ) from None
         if init.shape != shape:
             raise ValueError(f"init has shape {init.shape} but X has shape {shape}")
         if init.rank != R:

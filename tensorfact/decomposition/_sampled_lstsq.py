@@ -12,8 +12,9 @@ from typing import Any
 import numpy as np
 
 from .. import _backend as B
+from .._validation import check_choice, check_positive_int
 from ..formats import SparseRows
-from ..tenalg._khatri_rao import _check_factors, krp_rows
+from ..tenalg._khatri_rao import _check_factors, gather_krp_rows
 from ..tenalg._sampling import KRPSample, _check_threshold, sample_krp_rows
 
 __all__ = ["SampledLstsqResult", "sampled_krp_lstsq"]
@@ -147,10 +148,11 @@ def sampled_krp_lstsq(
     """
     _check_factors(factors)
     xp = B.namespace(*factors)
-    if method not in _METHODS:
-        raise ValueError(f"method must be 'qr' or 'gram', got {method!r}")
+    method = check_choice(method, "method", _METHODS)
     tau = _check_threshold(deterministic_threshold)
-    factors = [B.as_float_array(A, xp, name="factors") for A in factors]
+    if n_columns is not None:
+        n_columns = check_positive_int(n_columns, "n_columns")
+    factors = [B.as_float_array(A, xp, name=f"factors[{m}]") for m, A in enumerate(factors)]
     dt = factors[0].dtype
     for m, A in enumerate(factors):
         if A.dtype != dt:
@@ -187,6 +189,12 @@ def sampled_krp_lstsq(
     coef, resid = solve_sampled(xp, factors, sample, rows, method, grams=grams)
     w = B.from_numpy(xp, sample.weights, like=factors[0], dtype=dt)
     yy = _weighted_sq_norm(xp, w, rows)
+    if not (math.isfinite(resid) and math.isfinite(yy)
+            and bool(xp.all(xp.isfinite(coef)))):
+        raise FloatingPointError(
+            "sampled_krp_lstsq produced a non-finite solution: the factors or rhs hold NaN/Inf "
+            "(check_finite=False) or the sampled problem overflowed"
+        )
     rel = math.sqrt(resid / yy) if yy > 0 else 0.0
     return SampledLstsqResult(coef, resid, sample, method, rel)
 
@@ -198,13 +206,28 @@ def _as_rows(xp: ModuleType, rows: Any, like: Any, n_columns: int | None, n_rows
             raise ValueError("a sparse rhs must return a (row, col, value) triplet")
         if n_columns is None:
             raise ValueError("n_columns is required when rhs returns (row, col, value) triplets")
-        r, c, v = rows
-        r = B.from_numpy(xp, np.asarray(B.to_numpy(r), dtype=np.int64), like=like, dtype=None)
-        c = B.from_numpy(xp, np.asarray(B.to_numpy(c), dtype=np.int64), like=like, dtype=None)
-        v = B.from_numpy(xp, np.asarray(B.to_numpy(v)), like=like, dtype=like.dtype)
-        if check_finite and not bool(xp.all(xp.isfinite(v))):
+        parts = []
+        for what, a, kinds in (("row", rows[0], "iu"), ("col", rows[1], "iu"),
+                               ("value", rows[2], "biuf")):
+            h = np.asarray(B.to_numpy(a) if B.is_array(a) else a)
+            if h.ndim != 1 or h.dtype.kind not in kinds:
+                raise TypeError(f"rhs must return 1-D (row, col, value) arrays with integer "
+                                f"indices; its {what} array has shape {h.shape} and dtype "
+                                f"{h.dtype}")
+            parts.append(h)
+        r, c, v = parts
+        if r.shape[0] and (r.min() < 0 or r.max() >= n_rows):
+            raise ValueError(f"rhs returned a row index out of range [0, {n_rows}) (one row per "
+                             "sampled index)")
+        try:
+            out = SparseRows(B.from_numpy(xp, r.astype(np.int64), like=like, dtype=None),
+                             B.from_numpy(xp, c.astype(np.int64), like=like, dtype=None),
+                             B.from_numpy(xp, v, like=like, dtype=like.dtype), n_columns)
+        except (TypeError, ValueError) as exc:
+            raise type(exc)(f"rhs returned an invalid (row, col, value) triplet: {exc}") from None
+        if check_finite and not bool(xp.all(xp.isfinite(out.val))):
             raise ValueError("rhs returned NaN or Inf")
-        return SparseRows(r, c, v, int(n_columns))
+        return out
     if not B.is_array(rows):
         raise TypeError(
             f"rhs must return an array of shape ({n_rows}, m) or a (row, col, value) triplet, "
@@ -235,7 +258,7 @@ def solve_sampled(xp: ModuleType, factors: Sequence[Any], sample: KRPSample, row
     idx = sample.indices
     if not B.is_numpy(xp):
         idx = B.from_numpy(xp, idx, like=like, dtype=None)
-    K = krp_rows(factors, idx)  # (n_rows, R)
+    K = gather_krp_rows(xp, factors, idx)  # (n_rows, R)
     w = B.from_numpy(xp, sample.weights, like=like, dtype=dt)
     if method == "gram":
         if grams is None:
@@ -249,7 +272,8 @@ def solve_sampled(xp: ModuleType, factors: Sequence[Any], sample: KRPSample, row
         KtWK = xp.matrix_transpose(K) @ Kw
     else:
         sw = xp.sqrt(w)
-        Q, Rm = xp.linalg.qr(K * sw[:, None])
+        with B.linalg_guard("sampled least squares (QR)"):
+            Q, Rm = xp.linalg.qr(K * sw[:, None])
         ZT = _rows_t_matmul(xp, Q * sw[:, None], rows)  # (m, R) = (Q^T W^1/2 Y)^T
         d = xp.abs(xp.linalg.diagonal(Rm))
         dmax = B.to_float(xp.max(d))
@@ -267,7 +291,8 @@ def solve_sampled(xp: ModuleType, factors: Sequence[Any], sample: KRPSample, row
                 B.SingularGramWarning,
                 stacklevel=3,
             )
-            coef = ZT @ xp.matrix_transpose(xp.linalg.pinv(Rm))
+            with B.linalg_guard("sampled least squares (pseudo-inverse)"):
+                coef = ZT @ xp.matrix_transpose(xp.linalg.pinv(Rm))
         MT = ZT @ Rm  # Y_S^T W K_S
         KtWK = xp.matrix_transpose(Rm) @ Rm
     # sum_j w_j ||y_j - B k_j||^2 expanded, so that only one pass over the rows is needed

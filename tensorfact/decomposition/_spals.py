@@ -12,11 +12,19 @@ from typing import Any
 import numpy as np
 
 from .. import _backend as B
-from .._validation import check_nonneg_float, check_positive_int, check_rank
+from .._validation import (
+    check_choice,
+    check_index,
+    check_nonneg_float,
+    check_positive_int,
+    check_rank,
+    check_real,
+    check_shape,
+)
 from ..formats import TensorFormat, as_format
 from ..tenalg._sampling import _check_threshold, krp_sampler
 from ..tensors.cp import CPTensor
-from ._cp_als import initial_factors, scaled_data, unit_columns, zero_result
+from ._cp_als import check_init, initial_factors, scaled_data, unit_columns, zero_result
 from ._monitor import IterationMonitor, check_callback
 from ._results import CPALSResult
 from ._sampled_lstsq import solve_sampled
@@ -40,6 +48,14 @@ def spals_sample_count(shape: tuple[int, ...], rank: int, mode: int, *, alpha: f
     >>> spals_sample_count((400, 400, 400), 10, 0, alpha=0.5)
     1795
     """
+    shape = check_shape(shape, "shape")
+    rank = check_positive_int(rank, "rank")
+    mode = check_index(mode, "mode", len(shape))
+    alpha = check_real(alpha, "alpha", low=0.0, low_open=True)
+    return _sample_count(shape, rank, mode, alpha)
+
+
+def _sample_count(shape: tuple[int, ...], rank: int, mode: int, alpha: float) -> int:
     N = len(shape)
     logs = math.prod(max(math.log(shape[m]), 1.0) for m in range(N) if m != mode)
     s = math.ceil(alpha * rank ** (N - 1) * logs)
@@ -170,21 +186,17 @@ def spals(
     shape = data.shape
     N = len(shape)
     R = check_rank(rank, shape)
-    if not (isinstance(alpha, (int, float)) and not isinstance(alpha, bool)
-            and math.isfinite(alpha) and alpha > 0):
-        raise ValueError(f"alpha must be a positive finite number, got {alpha!r}")
+    alpha = check_real(alpha, "alpha", low=0.0, low_open=True)
     if isinstance(n_samples, str):
         if n_samples != "auto":
             raise ValueError(f"n_samples must be 'auto' or a positive int, got {n_samples!r}")
-        counts = [spals_sample_count(shape, R, n, alpha=float(alpha)) for n in range(N)]
+        counts = [_sample_count(shape, R, n, alpha) for n in range(N)]
     else:
         s = check_positive_int(n_samples, "n_samples")
         counts = [min(s, math.prod(shape[m] for m in range(N) if m != n)) for n in range(N)]
-    if method not in ("qr", "gram"):
-        raise ValueError(f"method must be 'qr' or 'gram', got {method!r}")
+    method = check_choice(method, "method", ("qr", "gram"))
     tau = _check_threshold(deterministic_threshold)
-    if sampler not in ("product", "exact"):
-        raise ValueError(f"sampler must be 'product' or 'exact', got {sampler!r}")
+    sampler = check_choice(sampler, "sampler", ("product", "exact"))
     if sampler == "exact" and tau is not None:
         raise ValueError("deterministic_threshold is not available with sampler='exact'; "
                          "pass None")
@@ -203,8 +215,7 @@ def spals(
         )
         exact_fit_every = 1
     check_callback(callback)
-    if not (isinstance(init, CPTensor) or init in ("svd", "random")):
-        raise ValueError(f"init must be 'random', 'svd' or a CPTensor, got {init!r}")
+    check_init(init, ("random", "svd"))
     gen = B.check_rng(rng)
     data, scale, normX2 = scaled_data(data)
     if normX2 == 0.0:
