@@ -32,13 +32,30 @@ def output_converter(like: Any, dtype: Any) -> tuple[ModuleType, Callable[..., A
     dtype, or float64 without ``like``); ``conv(a, other_dtype)`` overrides it.
     """
     if like is not None:
+        if not B.is_array(like):
+            raise TypeError(f"like must be an array, got {type(like).__name__}")
         xp = B.namespace(like)
         dt = dtype if dtype is not None else like.dtype
     else:
         xp = B.namespace(np.empty(0))
         dt = dtype if dtype is not None else np.float64
+    dt = _floating_dtype(xp, dt, like, explicit=dtype is not None)
 
     def conv(a: np.ndarray, dtype: Any = dt) -> Any:
         return B.from_numpy(xp, a, like=like, dtype=dtype)
 
     return xp, conv
+
+
+def _floating_dtype(xp: ModuleType, dt: Any, like: Any, *, explicit: bool) -> Any:
+    """``dt`` as a real floating dtype of ``xp`` (``like``'s own integer dtype: the default)."""
+    name = "dtype" if explicit else "like"
+    try:
+        probe = xp.empty((0,), dtype=dt, device=B.device(like) if like is not None else None)
+    except Exception:  # the namespace's own words for an unknown dtype
+        raise TypeError(f"{name}: {dt!r} is not a dtype of {xp.__name__}") from None
+    if xp.isdtype(probe.dtype, "real floating"):
+        return probe.dtype
+    if not explicit and xp.isdtype(probe.dtype, ("integral", "bool")):
+        return B.default_float(xp, B.device(like))
+    raise TypeError(f"{name} must give a real floating dtype, got {probe.dtype}")

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from .. import _backend as B
-from .._validation import check_nonneg_float, check_positive_int, check_shape
+from .._validation import check_allocation, check_nonneg_float, check_positive_int, check_shape
 from ..tensors.cp import CPTensor
 from ._common import add_relative_noise, output_converter
 
@@ -86,10 +86,12 @@ def planted_cp(
     collinearity = check_nonneg_float(collinearity, "collinearity")
     if collinearity >= 1.0:
         raise ValueError(f"collinearity must be in [0, 1), got {collinearity}")
+    check_allocation(R * (sum(shape) + 1), 8, f"rank={R} planted factors")
+    check_allocation(math.prod(shape), 8, f"a planted tensor of shape {shape}")
     gen = B.check_rng(rng)
+    _, conv = output_converter(like, dtype)
     factors_np = [_collinear_factor(gen, s, R, collinearity) for s in shape]
     weights_np = 1.0 + gen.random(R)
     T = add_relative_noise(gen, CPTensor(factors_np, weights=weights_np).to_dense(), noise)
-    _, conv = output_converter(like, dtype)
     truth = CPTensor([conv(A) for A in factors_np], weights=conv(weights_np))
     return conv(T), truth

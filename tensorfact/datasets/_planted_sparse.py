@@ -10,7 +10,7 @@ import numpy as np
 
 from .. import _backend as B
 from .._kernels.sparse import cp_values_numba
-from .._validation import check_nonneg_float, check_positive_int, check_shape
+from .._validation import check_allocation, check_nonneg_float, check_positive_int, check_shape
 from ..formats import SparseTensor
 from ..tensors.cp import CPTensor
 from ._common import add_relative_noise, output_converter
@@ -121,7 +121,10 @@ def planted_sparse_cp(
     total = math.prod(dims)
     if nnz > total:
         raise ValueError(f"nnz={nnz} exceeds the number of entries {total} of shape {dims}")
+    check_allocation(R * (sum(dims) + 1), 8, f"rank={R} planted factors")
+    check_allocation(nnz * (len(dims) + 1), 8, f"nnz={nnz} planted entries")
     gen = B.check_rng(rng)
+    xp, conv = output_converter(like, dtype)
     N = len(dims)
     marg = [_zipf_marginal(gen, d, skew) for d in dims]
     weights = 1.0 + gen.random(R)
@@ -150,7 +153,6 @@ def planted_sparse_cp(
             factors.append(A / np.linalg.norm(A, axis=0))
         coords = _distinct_positions(gen, marg, dims, nnz)
     vals = add_relative_noise(gen, cp_values_numba(coords, weights, factors), noise)
-    xp, conv = output_converter(like, dtype)
     X = SparseTensor._trusted(xp, conv(coords, xp.int64), conv(vals), tuple(dims))
     truth = CPTensor([conv(A) for A in factors], weights=conv(weights))
     return X, truth

@@ -22,13 +22,23 @@ from typing import IO, Any
 
 import numpy as np
 
-from .._validation import check_shape
+from .._validation import check_int, check_positive_int, check_shape
 from ..formats import SparseTensor
 from ..formats._tns import TnsReader
 
 __all__ = ["read_tns", "write_tns"]
 
 _BLOCK_BYTES = 32 << 20
+
+
+def _check_path(path: Any) -> str:
+    """``path`` as a ``str`` (from a ``str``, ``bytes`` or path-like object)."""
+    try:
+        p = os.fspath(path)
+    except TypeError:
+        raise TypeError(f"path must be a str or path-like object, got {type(path).__name__}"
+                        ) from None
+    return os.fsdecode(p)
 
 
 def _open(path: str | os.PathLike[str], mode: str) -> IO[bytes]:
@@ -85,10 +95,19 @@ def read_tns(path: str | os.PathLike[str], /, *, shape: Sequence[int] | None = N
     >>> X.shape, X.nnz
     ((2, 3, 2), 2)
     """
-    p = os.fspath(path)
+    p = _check_path(path)
     dims = check_shape(shape, "shape") if shape is not None else None
-    reader = TnsReader(p, shape=dims, dtype=dtype, index_base=index_base,
-                       has_values=has_values, block_bytes=block_bytes)
+    index_base = check_int(index_base, "index_base")
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"dtype must be float32 or float64, got {dtype!r}") from None
+    if has_values is not None and not isinstance(has_values, (bool, np.bool_)):
+        raise TypeError(f"has_values must be True, False or None, got {has_values!r}")
+    block_bytes = check_positive_int(block_bytes, "block_bytes")
+    reader = TnsReader(p, shape=dims, dtype=dt, index_base=index_base,
+                       has_values=None if has_values is None else bool(has_values),
+                       block_bytes=block_bytes)
     idx_parts: list[np.ndarray] = []
     val_parts: list[np.ndarray] = []
     for coords_block, values_block in reader.blocks(allow_empty=dims is not None):
@@ -123,10 +142,12 @@ def write_tns(path: str | os.PathLike[str], X: SparseTensor, /, *, index_base: i
     header : str, optional
         Comment written at the top (each line prefixed with ``#``).
     """
+    path = _check_path(path)
     if not isinstance(X, SparseTensor):
         raise TypeError(f"X must be a SparseTensor, got {type(X).__name__}")
-    if isinstance(index_base, bool) or not isinstance(index_base, (int, np.integer)):
-        raise TypeError(f"index_base must be an integer, got {index_base!r}")
+    index_base = check_int(index_base, "index_base")
+    if header is not None and not isinstance(header, str):
+        raise TypeError(f"header must be a str or None, got {type(header).__name__}")
     from .. import _backend as B
 
     coords = B.to_numpy(X.coords) + int(index_base)
