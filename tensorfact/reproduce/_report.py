@@ -265,6 +265,10 @@ def plot_results(result: dict[str, Any], out: Path, scale: str) -> list[str]:
         sp = exp["sparse"]
         panels.append((f"sparse {_shape(sp['shape'])} ({sp['nnz']} nnz), rank {sp['rank']}",
                        sp))
+    if exp.get("amazon"):
+        am = exp["amazon"]
+        panels.append((f"Amazon-shaped {_shape(am['shape'])} ({am['nnz']} nnz on disk), "
+                       f"rank {am['rank']}", am))
     files = []
     if panels:
         fig, axes = plt.subplots(len(panels), 1, figsize=(9.0, 3.4 * len(panels)),
@@ -286,7 +290,8 @@ def plot_results(result: dict[str, Any], out: Path, scale: str) -> list[str]:
                 ax.annotate(r["dtype"], (r["n"], r["als_time_per_iter"]), fontsize=7)
         ax.set_xlabel("n (tensor n x n x n)")
         ax.set_ylabel("time per sweep (s)")
-        ax.set_title(f"time per sweep, rank {sc['rank']}, sigma = {sc['sigma']:g}", fontsize=9)
+        ax.set_title(f"time per sweep, n x n x n, rank {sc['rank']}, sigma = {sc['sigma']:g}, "
+                     f"SPALS alpha = {sc['alpha']:g}", fontsize=9)
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
         files.append(_save(plt, fig, out / f"spals_scaling_{scale}.png"))
     return files
