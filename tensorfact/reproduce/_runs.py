@@ -139,13 +139,17 @@ def run_method(X: Any, fmt: Any, norm_sq: float, rank: int, method: str, *,
     setup = max(wall - sum(tracker.spent) - (sweeps[-1] if sweeps else 0.0), 0.0)
     times = [setup + t for t in sweeps]
     final = exact_rel_error(fmt, res.cp, norm_sq)
-    curve_time = [times[i - 1] for i in tracker.iters]
+    curve_iter, curve_error = list(tracker.iters), list(tracker.errors)
+    if times and (not curve_iter or curve_iter[-1] != res.n_iter):
+        curve_iter.append(res.n_iter)  # the last sweep was not evaluated: its exact error
+        curve_error.append(final)
+    curve_time = [times[i - 1] for i in curve_iter]
     record = dict(
         n_iter=res.n_iter, converged=tracker.converged,
         time_per_iter=float(statistics.median(steps)) if steps else math.nan,
         sweep_times=steps, setup_time=setup, total_time=times[-1] if times else setup,
-        final_error=final, curve_iter=list(tracker.iters), curve_time=curve_time,
-        curve_error=list(tracker.errors),
+        final_error=final, curve_iter=curve_iter, curve_time=curve_time,
+        curve_error=curve_error,
         exact_error_seconds=float(sum(tracker.spent)) if method == "spals" else 0.0,
         warnings=sorted({f"{w.category.__name__}: {w.message}" for w in caught}),
     )
