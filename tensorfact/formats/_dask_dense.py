@@ -444,13 +444,13 @@ class DaskDenseTensor:
                 pieces.append(dask.delayed(_chunk_fibers)(chunks[key], n, local[rows]))
             groups.append(dask.delayed(_concat_rows)(pieces))
         parts = dask.compute(*groups)
-        # built as the transpose of an (I_mode, n_samples) array, as DenseTensor's
-        # gather: the sampled solve's products then read it contiguously
-        fibers_t = xp.concat(list(parts), axis=1)
+        fibers_t = xp.concat(list(parts), axis=1)  # (I_mode, n_samples), grouped
         inverse = np.empty(s, dtype=np.int64)
         inverse[order] = np.arange(s, dtype=np.int64)
         inverse_x = B.from_numpy(xp, inverse, like=self.like, dtype=None)
-        return xp.matrix_transpose(xp.take(fibers_t, inverse_x, axis=1))
+        # rows in sample order, C-ordered (s, I_mode) like DenseTensor's gather, so
+        # the sampled solve does the same arithmetic on both formats
+        return xp.take(xp.matrix_transpose(fibers_t), inverse_x, axis=0)
 
     # ------------------------------------------------------------------ #
     # helpers
