@@ -13,7 +13,49 @@ from .._kernels import sparse as K
 if TYPE_CHECKING:
     from .sparse import SparseTensor
 
-__all__ = ["mode_gram", "residual_norm_sq"]
+__all__ = ["leading_subspace", "mode_gram", "residual_norm_sq"]
+
+
+def _compressed_unfolding(X: SparseTensor, mode: int) -> Any:
+    """``unfold(X, mode)`` without its empty columns, as a SciPy CSR matrix (NumPy data)."""
+    import scipy.sparse as sps
+
+    keys, perm = X._fiber_index(mode)
+    # fiber number of each entry = rank of its key among distinct keys
+    new = np.empty(keys.shape[0], dtype=bool)
+    if keys.shape[0]:
+        new[0] = True
+        np.not_equal(keys[1:], keys[:-1], out=new[1:])
+    fib = np.cumsum(new) - 1
+    n_fib = int(fib[-1]) + 1 if keys.shape[0] else 0
+    return sps.csr_array((X.values[perm], (X.coords[perm, mode], fib)),
+                         shape=(X.shape[mode], max(n_fib, 1)))
+
+
+def leading_subspace(X: SparseTensor, mode: int, k: int, rng: np.random.Generator) -> Any:
+    """Leading ``k`` left singular vectors of ``unfold(X, mode)``.
+
+    Small modes: eigenvectors of the mode Gram matrix. Large modes of NumPy
+    tensors: a randomised range finder with two power iterations on the
+    compressed unfolding ``U`` (Halko, Martinsson & Tropp 2011): products
+    ``U (U^T Q)`` cost ``O(nnz k)`` each, where the dense ``I_n x I_n`` Gram
+    and its eigendecomposition would cost ``O(I_n^3)``.
+    """
+    xp = X.xp
+    In = X.shape[mode]
+    kk = min(In, k + 10)
+    if In <= max(4 * kk, 512) or not B.is_numpy(xp):
+        from ._dense import leading_from_gram
+
+        return leading_from_gram(xp, mode_gram(X, mode), k)
+    U = _compressed_unfolding(X, mode).astype(np.float64)
+    Q = rng.standard_normal((In, kk))
+    for _ in range(2):
+        Q, _ = np.linalg.qr(U @ (U.T @ Q))
+    Z = U.T @ Q  # (fibers, kk): Q^T U U^T Q = Z^T Z, its eigenvectors rotate Q
+    lam, V = np.linalg.eigh(Z.T @ Z)
+    lead = Q @ V[:, ::-1][:, :k]
+    return np.ascontiguousarray(lead, dtype=X.dtype)
 
 
 def mode_gram(X: SparseTensor, mode: int) -> Any:
@@ -22,17 +64,7 @@ def mode_gram(X: SparseTensor, mode: int) -> Any:
     In = X.shape[mode]
     keys, perm = X._fiber_index(mode)
     if B.is_numpy(xp):
-        import scipy.sparse as sps
-
-        # fiber number of each entry = rank of its key among distinct keys
-        new = np.empty(keys.shape[0], dtype=bool)
-        if keys.shape[0]:
-            new[0] = True
-            np.not_equal(keys[1:], keys[:-1], out=new[1:])
-        fib = np.cumsum(new) - 1
-        n_fib = int(fib[-1]) + 1 if keys.shape[0] else 0
-        U = sps.csr_array((X.values[perm], (X.coords[perm, mode], fib)),
-                          shape=(In, max(n_fib, 1)))
+        U = _compressed_unfolding(X, mode)
         G = (U @ U.T).toarray()
         return np.asarray(G, dtype=X.dtype)
     # pure-xp: dense column blocks of the (compressed) unfolding

@@ -25,7 +25,6 @@ from .. import _backend as B
 from .._kernels import sparse as K
 from .._validation import check_array, check_choice
 from . import _sparse_ops as _ops
-from ._dense import leading_from_gram
 from ._protocol import SparseRows
 
 __all__ = ["SparseTensor"]
@@ -127,7 +126,7 @@ class SparseTensor:
             coords = np.asarray(coords)
         if not B.is_array(values):
             values = np.asarray(values)
-        xp = B.namespace(coords, values)
+        xp = B.namespace(coords, values, name="coords and values")
         if not xp.isdtype(coords.dtype, "integral"):
             raise TypeError(f"coords must have an integer dtype, got {coords.dtype}")
         N = len(dims)
@@ -467,7 +466,7 @@ class SparseTensor:
             if not np.issubdtype(idx.dtype, np.integer):
                 raise TypeError(f"{name} must have an integer dtype, got {idx.dtype}")
             return B.from_numpy(xp, idx.astype(np.int64), like=self._values, dtype=xp.int64)
-        B.namespace(self._values, idx)
+        B.namespace(self._values, idx, name=name)
         if not xp.isdtype(idx.dtype, "integral"):
             raise TypeError(f"{name} must have an integer dtype, got {idx.dtype}")
         return xp.astype(idx, xp.int64)
@@ -506,7 +505,7 @@ class SparseTensor:
     def _check_factors(self, factors: list[Any]) -> None:
         if len(factors) != self.ndim:
             raise ValueError(f"factors has {len(factors)} matrices but X has {self.ndim} modes")
-        B.namespace(self._values, *factors)
+        B.namespace(self._values, *factors, name="factors")
         R = None
         for m, A in enumerate(factors):
             if A.ndim != 2 or int(A.shape[0]) != self._shape[m]:
@@ -555,8 +554,12 @@ class SparseTensor:
         return _ops.mode_gram(self, self._check_mode(mode))
 
     def leading_subspace(self, mode: int, k: int, rng: Any) -> Any:
-        """Leading ``k`` eigenvectors of :meth:`mode_gram` (``rng`` unused)."""
-        return leading_from_gram(self._xp, self.mode_gram(mode), k)
+        """Leading ``k`` left singular vectors of ``unfold(X, mode)``.
+
+        Eigenvectors of :meth:`mode_gram` for small modes; a randomised range
+        finder on the compressed unfolding for large ones (NumPy data).
+        """
+        return _ops.leading_subspace(self, self._check_mode(mode), int(k), B.check_rng(rng))
 
     def residual_norm_sq(self, weights: Any, factors: Any) -> float:
         """Exact ``||X - [[weights; factors]]||^2`` in float64, never densifying."""

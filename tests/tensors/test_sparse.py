@@ -351,3 +351,14 @@ else:
             for m, s in zip(others, S[j]):
                 sl[m] = s
             np.testing.assert_array_equal(got[j], D[tuple(sl)])
+
+
+def test_leading_subspace_of_a_large_mode_matches_the_unfolding_svd():
+    # 600 rows: the randomised range finder on the compressed unfolding
+    from tensorfact.datasets import planted_sparse_cp
+
+    S, _ = planted_sparse_cp((600, 40, 30), 4, nnz=20_000, exact=True, noise=0.01, rng=3)
+    U = S.leading_subspace(0, 4, np.random.default_rng(0))
+    ref = np.linalg.svd(unfold(S.to_dense(), 0), full_matrices=False)[0][:, :4]
+    cosines = np.linalg.svd(U.T @ ref, compute_uv=False)
+    np.testing.assert_allclose(cosines, 1.0, atol=1e-8)
