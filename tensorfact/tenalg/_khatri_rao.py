@@ -71,11 +71,17 @@ def khatri_rao(factors: Sequence[Any], /, *, weights: Any = None, skip: int | No
     R = _check_factors(mats)
     if weights is not None:
         check_array(weights, "weights")
-    xp = B.namespace(*mats, weights)
+    xp = B.namespace(*mats, weights, name="factors" if weights is None else "factors and weights")
     if weights is not None and tuple(weights.shape) != (R,):
         raise ValueError(f"weights must have shape ({R},), got {tuple(weights.shape)}")
     check_allocation(math.prod(int(A.shape[0]) for A in mats) * R,
                      int(getattr(mats[0].dtype, "itemsize", 8)), "the Khatri-Rao product")
+    return _khatri_rao(xp, mats, weights)
+
+
+def _khatri_rao(xp: Any, mats: Sequence[Any], weights: Any = None) -> Any:
+    """:func:`khatri_rao` of checked matrices (hot paths: no validation, ``xp`` given)."""
+    R = int(mats[0].shape[1])
     out = mats[0]
     if weights is not None:
         out = out * weights[None, :]
@@ -108,10 +114,13 @@ def krp_rows(factors: Sequence[Any], rows: Any, /) -> Any:
     """
     _check_factors(factors)
     check_array(rows, "rows")
-    xp = B.namespace(*factors, rows)
+    xp = B.namespace(*factors, rows, name="factors and rows")
     if not xp.isdtype(rows.dtype, "integral"):
         raise TypeError(f"rows must have an integer dtype, got {rows.dtype}")
     dims = [int(A.shape[0]) for A in factors]
+    if 0 in dims and int(rows.shape[0]) > 0:
+        raise ValueError(f"factors[{dims.index(0)}] has no rows: no row of the Khatri-Rao "
+                         "product can be selected")
     if rows.ndim == 1:
         bounds = [math.prod(dims)]
     elif rows.ndim == 2 and rows.shape[1] == len(factors):

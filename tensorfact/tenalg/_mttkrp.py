@@ -28,7 +28,7 @@ from typing import Any
 
 from .. import _backend as B
 from .._validation import check_array, check_index
-from ._khatri_rao import _check_factors, khatri_rao
+from ._khatri_rao import _check_factors, _khatri_rao
 
 __all__ = ["DimensionTree", "mttkrp", "mttkrp_sweep"]
 
@@ -85,7 +85,7 @@ def mttkrp(X: Any, factors: Sequence[Any], /, mode: int) -> Any:
         # a data format (SparseTensor, DaskSparseTensor, ...): its own MTTKRP
         return X.mttkrp(factors, mode)
     n = _check_mttkrp_args(X, factors, mode)
-    xp = B.namespace(X, *factors)
+    xp = B.namespace(X, *factors, name="X and factors")
     X = B.as_float_array(X, xp, name="X")
     facs = [B.as_float_array(A, xp, name=f"factors[{m}]") for m, A in enumerate(factors)]
     # one dtype for the products (NumPy promotes by itself, torch refuses mixed GEMMs)
@@ -128,14 +128,14 @@ def _gemm_block(xp: ModuleType, X: Any, factors: Sequence[Any], side: str, s: in
     X2 = xp.reshape(X, (math.prod(shape[:s]), math.prod(shape[s:])))
     if side == "suffix":
         block = list(range(s, N))
-        K = factors[s] if len(block) == 1 else khatri_rao([factors[m] for m in block])
+        K = factors[s] if len(block) == 1 else _khatri_rao(xp, [factors[m] for m in block])
         # X2 @ K rather than K^T @ X2^T: OpenBLAS's kernel for the latter degrades
         # badly (10x) when cores are contended; the transposed copy is only
         # prod(shape[:s]) * R entries
         T = X2 @ K
         return xp.reshape(xp.matrix_transpose(T), (R,) + shape[:s])
     block = list(range(s))
-    K = factors[0] if len(block) == 1 else khatri_rao([factors[m] for m in block])
+    K = factors[0] if len(block) == 1 else _khatri_rao(xp, [factors[m] for m in block])
     p_block, p_rest = int(X2.shape[0]), int(X2.shape[1])
     if p_rest >= 8 * p_block:
         # wide X2 (e.g. 300 x 90000): K^T @ X2 streams X2 once, result already R-first
@@ -261,6 +261,10 @@ class DimensionTree:
         if X.ndim == 2:
             return X @ factors[1] if n == 0 else xp.matrix_transpose(X) @ factors[0]
         path = self._paths[n]
+        # free the intermediates off this path first, as the recursive sweep does:
+        # the memory stays that of one branch and the allocator reuses it
+        on_path = {node for node, _, _ in path}
+        self._cache = {k: v for k, v in self._cache.items() if k in on_path}
         keep: dict[tuple[int, ...], tuple[Any, dict[int, Any]]] = {}
         T: Any = None
         parent: tuple[int, ...] = tuple(range(X.ndim))
@@ -270,6 +274,8 @@ class DimensionTree:
             if cached is not None and all(cached[1][m] is used[m] for m in used):
                 T = cached[0]
             else:
+                cached = self._cache.pop(node, None)  # stale: free it before recomputing
+                cached = None
                 if depth == 0:
                     # one GEMM pass over X contracts the sibling half
                     T = _gemm_block(xp, X, factors, "suffix" if side == "left" else "prefix",
@@ -310,7 +316,7 @@ def mttkrp_sweep(X: Any, factors: Sequence[Any], update: Callable[[int, Any], An
     if not callable(update):
         raise TypeError(f"update must be a callable (mode, M) -> new factor, got "
                         f"{type(update).__name__}")
-    xp = B.namespace(X, *factors)
+    xp = B.namespace(X, *factors, name="X and factors")
     tree = DimensionTree(xp, X)
     new = list(factors)
     for n in range(X.ndim):
