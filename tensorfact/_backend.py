@@ -70,7 +70,7 @@ def _library_name(x: Any) -> str:
     return mod
 
 
-def namespace(*arrays: Any) -> ModuleType:
+def namespace(*arrays: Any, name: str | None = None) -> ModuleType:
     """Return the array namespace shared by ``arrays``.
 
     ``None`` entries and Python scalars are ignored. NumPy arrays get
@@ -82,8 +82,18 @@ def namespace(*arrays: Any) -> ModuleType:
     ------
     TypeError
         If the arrays come from different libraries, or live on different
-        devices; the message names both.
+        devices; the message names both (and starts with ``name``, the
+        arguments the arrays came from, when given).
     """
+    try:
+        return _namespace(arrays)
+    except TypeError as exc:
+        if name is None:
+            raise
+        raise TypeError(f"{name}: {exc}") from None
+
+
+def _namespace(arrays: tuple[Any, ...]) -> ModuleType:
     arrs = [a for a in arrays if a is not None and not isinstance(a, (int, float, bool, complex))]
     if not arrs:
         return array_api_compat.array_namespace(np.empty(0))
