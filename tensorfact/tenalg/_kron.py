@@ -87,7 +87,7 @@ def kron(*arrays: Array) -> Array:
         if not hasattr(A, "shape") or not hasattr(A, "dtype"):
             raise TypeError(f"arrays[{i}] must be an array, got {type(A).__name__}")
         check_array(A, f"arrays[{i}]")
-    xp = B.namespace(*arrays)
+    xp = B.namespace(*arrays, name="arrays")
     size = 1
     for n in range(max(A.ndim for A in arrays)):
         for A in arrays:
@@ -344,6 +344,10 @@ def unrearrange(M: Array, a_shape: Sequence[int], b_shape: Sequence[int], /) -> 
     b = _check_sizes(b_shape, "b_shape")
     if len(a) != len(b):
         raise ValueError(f"a_shape {a} and b_shape {b} must have the same number of modes")
+    want = (math.prod(a), math.prod(b))
+    if tuple(int(s) for s in M.shape) != want:
+        raise ValueError(f"M has shape {tuple(M.shape)} but a_shape {a} and b_shape {b} need "
+                         f"{want}")
     return ungroup_modes(M, (a, b))
 
 
@@ -373,13 +377,13 @@ def _matmul_factors(kt: Any) -> tuple[Array, ...]:
         check_array(F, f"kt factor {s}")
         if F.ndim != 3:
             raise ValueError(
-                "kron_matmul needs a 2-way Kronecker operator: factor "
+                "kron_matmul needs a 2-way Kronecker operator: kt factor "
                 f"{s} must have shape (rank, m_s, n_s), got {getattr(F, 'shape', None)}"
             )
         if R is None:
             R = int(F.shape[0])
         elif int(F.shape[0]) != R:
-            raise ValueError(f"factor {s} has rank {F.shape[0]}, factor 0 has {R}")
+            raise ValueError(f"kt factor {s} has rank {F.shape[0]}, kt factor 0 has {R}")
     return facs
 
 
@@ -468,7 +472,7 @@ def kron_matmul(x: Array, kt: Any, /, *, transpose: bool = False) -> Array:
     """
     facs = _matmul_factors(kt)
     check_array(x, "x")
-    xp = B.namespace(x, *facs)
+    xp = B.namespace(x, *facs, name="x and kt")
     if transpose:
         facs = tuple(xp.permute_dims(F, (0, 2, 1)) for F in facs)
     return _kron_matmul(xp, x, facs)

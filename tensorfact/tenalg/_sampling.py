@@ -160,7 +160,7 @@ def sample_krp_rows(
     (2, 200, True)
     """
     _check_factors(factors)
-    xp = B.namespace(*factors)
+    xp = B.namespace(*factors, name="factors")
     n_samples = check_positive_int(n_samples, "n_samples")
     sampler = check_choice(sampler, "sampler", ("product", "exact"))
     tau = _check_threshold(deterministic_threshold)

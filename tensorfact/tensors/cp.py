@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from .. import _backend as B
-from .._validation import check_array_sequence, check_factor_dtypes
+from .._validation import check_array, check_array_sequence, check_factor_dtypes
 from ..tenalg._khatri_rao import khatri_rao
 from ..tenalg._mttkrp import _mttkrp
 from ._frozen import Frozen
@@ -70,7 +70,7 @@ class CPTensor(Frozen):
                     f"factors[{i}] must be a 2-D array of shape (I_{i}, rank), "
                     f"got {getattr(A, 'shape', type(A).__name__)}"
                 )
-        xp = B.namespace(*facs)
+        xp = B.namespace(*facs, name="factors")
         if B.is_array(weights):
             try:
                 B.namespace(facs[0], weights)
@@ -213,14 +213,15 @@ class CPTensor(Frozen):
         """
         xp = self._xp
         if isinstance(other, CPTensor):
-            B.namespace(self._factors[0], other.factors[0])
+            B.namespace(self._factors[0], other.factors[0], name="other")
             if other.shape != self.shape:
                 raise ValueError(f"other has shape {other.shape}, expected {self.shape}")
             H = _hadamard(
                 [xp.matrix_transpose(A) @ Bm for A, Bm in zip(self._factors, other.factors)]
             )
             return xp.sum(self._weights[:, None] * H * other.weights[None, :])
-        B.namespace(self._factors[0], other)
+        check_array(other, "other")
+        B.namespace(self._factors[0], other, name="other")
         if tuple(other.shape) != self.shape:
             raise ValueError(f"other has shape {tuple(other.shape)}, expected {self.shape}")
         if self.ndim == 1:
@@ -291,7 +292,7 @@ class CPTensor(Frozen):
             raise TypeError(f"other must be a CPTensor, got {type(other).__name__}")
         if other.shape != self.shape:
             raise ValueError(f"other has shape {other.shape}, expected {self.shape}")
-        B.namespace(self._factors[0], other.factors[0])
+        B.namespace(self._factors[0], other.factors[0], name="other")
         a = self.normalize()
         b = other.normalize()
         xp = self._xp

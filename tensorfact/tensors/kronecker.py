@@ -7,7 +7,12 @@ from collections.abc import Sequence
 from typing import Any
 
 from .. import _backend as B
-from .._validation import check_array_sequence, check_factor_dtypes, check_int_sequence
+from .._validation import (
+    check_array,
+    check_array_sequence,
+    check_factor_dtypes,
+    check_int_sequence,
+)
 from ..tenalg._kron import _kron2, _kron_matmul, group_modes, ungroup_modes
 from ._frozen import Frozen
 
@@ -127,7 +132,7 @@ class KroneckerTensor(_KroneckerFamily):
                     f"factors[{s}] must have shape (rank, *factor_shape) with at least one "
                     f"factor mode, got shape {tuple(F.shape)}"
                 )
-        xp = B.namespace(*facs)
+        xp = B.namespace(*facs, name="factors")
         R = int(facs[0].shape[0])
         N = facs[0].ndim - 1
         for s, F in enumerate(facs):
@@ -236,7 +241,7 @@ class KroneckerTensor(_KroneckerFamily):
         """
         xp = self._xp
         if isinstance(other, KroneckerTensor):
-            B.namespace(self._factors[0], other.factors[0])
+            B.namespace(self._factors[0], other.factors[0], name="other")
             if other.shape != self.shape:
                 raise ValueError(f"other has shape {other.shape}, expected {self.shape}")
             if other.factor_shapes == self.factor_shapes:
@@ -246,11 +251,12 @@ class KroneckerTensor(_KroneckerFamily):
                     G = Gs if G is None else G * Gs
                 return xp.sum(G)
             other = other.to_dense()
-        if not hasattr(other, "shape"):
+        if not hasattr(other, "shape") or not B.is_array(other):
             raise TypeError(
                 f"other must be an array or a KroneckerTensor, got {type(other).__name__}"
             )
-        B.namespace(self._factors[0], other)
+        check_array(other, "other")
+        B.namespace(self._factors[0], other, name="other")
         if tuple(int(d) for d in other.shape) != self.shape:
             raise ValueError(f"other has shape {tuple(other.shape)}, expected {self.shape}")
         T = group_modes(other, self.factor_shapes)
@@ -270,7 +276,8 @@ class KroneckerTensor(_KroneckerFamily):
             raise ValueError(
                 f"matmul needs a 2-way KroneckerTensor, this one has shape {self.shape}"
             )
-        xp = B.namespace(x, *self._factors)
+        check_array(x, "x")
+        xp = B.namespace(x, *self._factors, name="x")
         facs = self._factors
         if transpose:
             facs = tuple(xp.permute_dims(F, (0, 2, 1)) for F in facs)
@@ -330,7 +337,7 @@ class SeKronTensor(_KroneckerFamily):
         for s, F in enumerate(facs):
             if not hasattr(F, "shape") or not hasattr(F, "dtype"):
                 raise TypeError(f"factors[{s}] must be an array, got {type(F).__name__}")
-        xp = B.namespace(*facs)
+        xp = B.namespace(*facs, name="factors")
         N = None
         for s, F in enumerate(facs):
             lead = rk[: min(s, S - 2) + 1]
