@@ -34,7 +34,9 @@ class SampledLstsqResult:
     residual_sq : float
         Importance-weighted residual ``sum_j w_j ||Y_j - B K_j||^2`` over the
         sampled rows: an estimate of ``||K B^T - Y||_F^2`` (slightly
-        optimistic for ``method="qr"``, which minimises it).
+        optimistic for ``method="qr"``, which minimises it); ``inf`` where
+        that square exceeds the floating-point range (``rel_error`` stays
+        exact: the problem is solved in rescaled units).
     sample : KRPSample
         The rows used, their counts, probabilities and weights.
     method : str
@@ -147,7 +149,7 @@ def sampled_krp_lstsq(
     True
     """
     _check_factors(factors)
-    xp = B.namespace(*factors)
+    xp = B.namespace(*factors, name="factors")
     method = check_choice(method, "method", _METHODS)
     tau = _check_threshold(deterministic_threshold)
     if n_columns is not None:
@@ -165,7 +167,7 @@ def sampled_krp_lstsq(
     if callable(rhs) and not hasattr(rhs, "shape"):
         get_rows = rhs
     elif hasattr(rhs, "shape"):
-        B.namespace(factors[0], rhs)
+        B.namespace(factors[0], rhs, name="rhs")
         if rhs.ndim != 2 or int(rhs.shape[0]) != n_rows_total:
             raise ValueError(
                 f"rhs must have shape ({n_rows_total}, m) to match the Khatri-Rao product, "
@@ -185,6 +187,16 @@ def sampled_krp_lstsq(
                              deterministic_threshold=tau)
     rows = get_rows(sample.indices)
     rows = _as_rows(xp, rows, factors[0], n_columns, sample.n_rows, check_finite)
+    # data of extreme magnitude: solve in units where squares stay in range (exact powers
+    # of two), then scale back (coef by 2^(y - a), residual by 2^(2y))
+    exps = [_pow2_exponent(xp, A) for A in factors]
+    factors = [_times_pow2(A, -e) for A, e in zip(factors, exps)]
+    y_exp = _pow2_exponent(xp, rows.val if isinstance(rows, SparseRows) else rows)
+    if y_exp:
+        if isinstance(rows, SparseRows):
+            rows = SparseRows(rows.row, rows.col, _times_pow2(rows.val, -y_exp), rows.n_columns)
+        else:
+            rows = _times_pow2(rows, -y_exp)
     grams = [xp.matrix_transpose(A) @ A for A in factors] if method == "gram" else None
     coef, resid = solve_sampled(xp, factors, sample, rows, method, grams=grams)
     w = B.from_numpy(xp, sample.weights, like=factors[0], dtype=dt)
@@ -196,7 +208,41 @@ def sampled_krp_lstsq(
             "(check_finite=False) or the sampled problem overflowed"
         )
     rel = math.sqrt(resid / yy) if yy > 0 else 0.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # overflow: refused just below
+        coef = _times_pow2(coef, y_exp - sum(exps))
+    if not bool(xp.all(xp.isfinite(coef))):
+        raise FloatingPointError(
+            "sampled_krp_lstsq: the solution's entries exceed the floating-point range of "
+            f"{dt} (rhs much larger than the factors' products)"
+        )
+    with np.errstate(over="ignore", under="ignore"):
+        resid = float(np.ldexp(resid, 2 * y_exp))  # inf where the true value exceeds float
     return SampledLstsqResult(coef, resid, sample, method, rel)
+
+
+#: arrays whose largest magnitude lies in [2^-8, 2^8] are used as they are
+_SAFE_EXPONENT = 8
+
+
+def _pow2_exponent(xp: ModuleType, x: Any) -> int:
+    """``e`` with ``max|x| / 2^e`` in ``[0.5, 1)`` when ``max|x|`` is extreme, else 0."""
+    if math.prod(int(s) for s in x.shape) == 0:
+        return 0
+    m = max(B.to_float(xp.max(x)), -B.to_float(xp.min(x)))
+    if not (m > 0 and math.isfinite(m)):
+        return 0
+    e = math.frexp(m)[1]
+    return 0 if -_SAFE_EXPONENT <= e <= _SAFE_EXPONENT else e
+
+
+def _times_pow2(x: Any, k: int) -> Any:
+    """``x * 2^k`` in steps that never overflow the scalar itself (exact for normal numbers)."""
+    while k > 1000:
+        x, k = x * 2.0**1000, k - 1000
+    while k < -1000:
+        x, k = x * 2.0**-1000, k + 1000
+    return x * 2.0**k if k else x
 
 
 def _as_rows(xp: ModuleType, rows: Any, like: Any, n_columns: int | None, n_rows: int,
@@ -233,7 +279,7 @@ def _as_rows(xp: ModuleType, rows: Any, like: Any, n_columns: int | None, n_rows
             f"rhs must return an array of shape ({n_rows}, m) or a (row, col, value) triplet, "
             f"got {type(rows).__name__}"
         )
-    B.namespace(like, rows)
+    B.namespace(like, rows, name="rhs")
     if rows.ndim != 2 or int(rows.shape[0]) != n_rows:
         raise ValueError(
             f"rhs must return an array of shape ({n_rows}, m), got {tuple(rows.shape)}"
