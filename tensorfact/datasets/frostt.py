@@ -31,6 +31,14 @@ __all__ = ["read_tns", "write_tns"]
 _BLOCK_BYTES = 32 << 20
 
 
+def _check_index_base(index_base: Any) -> int:
+    """``index_base`` as a non-negative ``int``."""
+    base = check_int(index_base, "index_base")
+    if base < 0:
+        raise ValueError(f"index_base must be >= 0, got {base}")
+    return base
+
+
 def _check_path(path: Any) -> str:
     """``path`` as a ``str`` (from a ``str``, ``bytes`` or path-like object)."""
     try:
@@ -97,7 +105,7 @@ def read_tns(path: str | os.PathLike[str], /, *, shape: Sequence[int] | None = N
     """
     p = _check_path(path)
     dims = check_shape(shape, "shape") if shape is not None else None
-    index_base = check_int(index_base, "index_base")
+    index_base = _check_index_base(index_base)
     try:
         dt = np.dtype(dtype)
     except TypeError:
@@ -145,7 +153,7 @@ def write_tns(path: str | os.PathLike[str], X: SparseTensor, /, *, index_base: i
     path = _check_path(path)
     if not isinstance(X, SparseTensor):
         raise TypeError(f"X must be a SparseTensor, got {type(X).__name__}")
-    index_base = check_int(index_base, "index_base")
+    index_base = _check_index_base(index_base)
     if header is not None and not isinstance(header, str):
         raise TypeError(f"header must be a str or None, got {type(header).__name__}")
     from .. import _backend as B
