@@ -104,7 +104,8 @@ class DenseTensor:
 
     def mttkrp(self, factors: Any, mode: int, /) -> Any:
         """MTTKRP of ``mode``, reusing the dimension-tree partial of the last call."""
-        return self._tree.mttkrp(factors, mode)
+        # the solvers' hot path: factors are theirs (checked once), the mode is checked here
+        return self._tree.mttkrp_unchecked(factors, check_index(mode, "mode", len(self.shape)))
 
     def mode_gram(self, mode: int) -> Any:
         """``unfold(X, mode) @ unfold(X, mode).T`` without copying ``X``."""

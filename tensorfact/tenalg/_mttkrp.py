@@ -255,9 +255,12 @@ class DimensionTree:
 
     def mttkrp(self, factors: Sequence[Any], n: int) -> Any:
         """``unfold(X, n) @ khatri_rao(factors, skip=n)`` (``factors[n]`` unused)."""
+        return self.mttkrp_unchecked(factors, _check_mttkrp_args(self.X, factors, n))
+
+    def mttkrp_unchecked(self, factors: Sequence[Any], n: int) -> Any:
+        """:meth:`mttkrp` without argument checks (solvers' hot path: valid factors, mode)."""
         xp = self.xp
         X = self.X
-        n = _check_mttkrp_args(X, factors, n)
         if X.ndim == 2:
             return X @ factors[1] if n == 0 else xp.matrix_transpose(X) @ factors[0]
         path = self._paths[n]
