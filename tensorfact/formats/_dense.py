@@ -12,7 +12,7 @@ import numpy as np
 from .. import _backend as B
 from .._kernels.dense import gather_dense_fibers_numba, gather_dense_fibers_xp
 from .._validation import check_finite as _check_finite
-from .._validation import check_index, check_positive_int
+from .._validation import check_index, check_int
 from ..tenalg._khatri_rao import gather_krp_rows
 from ..tenalg._mttkrp import DimensionTree, _mttkrp
 
@@ -140,9 +140,10 @@ class DenseTensor:
         xp = self.xp
         s = self.shape
         mode = check_index(mode, "mode", len(s))
-        k = check_positive_int(k, "k")
-        rng = B.check_rng(rng)
         In = s[mode]
+        k = check_int(k, "k", low=1, high=In, what=f"an integer in [1, {In}] (the size of mode "
+                                                     f"{mode})")
+        rng = B.check_rng(rng)
         kk = min(In, k + 10)
         if In <= 3 * kk:
             return leading_from_gram(xp, self.mode_gram(mode), k)

@@ -23,7 +23,7 @@ import numpy as np
 
 from .. import _backend as B
 from .._kernels import sparse as K
-from .._validation import check_array, check_choice
+from .._validation import check_array, check_choice, check_int
 from . import _sparse_ops as _ops
 from ._protocol import SparseRows
 
@@ -559,7 +559,11 @@ class SparseTensor:
         Eigenvectors of :meth:`mode_gram` for small modes; a randomised range
         finder on the compressed unfolding for large ones (NumPy data).
         """
-        return _ops.leading_subspace(self, self._check_mode(mode), int(k), B.check_rng(rng))
+        mode = self._check_mode(mode)
+        In = self._shape[mode]
+        k = check_int(k, "k", low=1, high=In, what=f"an integer in [1, {In}] (the size of mode "
+                                                     f"{mode})")
+        return _ops.leading_subspace(self, mode, k, B.check_rng(rng))
 
     def residual_norm_sq(self, weights: Any, factors: Any) -> float:
         """Exact ``||X - [[weights; factors]]||^2`` in float64, never densifying."""
