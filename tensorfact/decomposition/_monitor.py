@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .._validation import check_nonneg_float, check_positive_int
+from .._validation import check_nonneg_float, check_positive_int, check_real
 
 __all__ = ["ConvergenceHistory", "IterationMonitor", "check_callback"]
 
@@ -47,6 +47,22 @@ class ConvergenceHistory:
     rel_error: tuple[float, ...]
     time: tuple[float, ...]
     objective: tuple[float, ...] | None = None
+
+    def __post_init__(self) -> None:
+        # sequences of real numbers of one length, stored as tuples of floats
+        n = None
+        for name in ("rel_error", "time", "objective"):
+            value = getattr(self, name)
+            if value is None and name == "objective":
+                continue
+            if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+                raise TypeError(f"{name} must be a sequence of numbers, got "
+                                f"{type(value).__name__}")
+            floats = tuple(check_real(v, f"{name} entries", allow_inf=True) for v in value)
+            if n is not None and len(floats) != n:
+                raise ValueError(f"{name} has {len(floats)} entries but rel_error has {n}")
+            n = len(floats) if n is None else n
+            object.__setattr__(self, name, floats)
 
     def __len__(self) -> int:
         return len(self.rel_error)
