@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from ._io import atomic_write
+
 __all__ = ["main"]
 
 
@@ -24,10 +26,22 @@ def _load_array(path: str, key: str | None) -> np.ndarray:
     p = Path(path)
     if not p.exists():
         raise SystemExit(f"tensorfact: no such file: {path}")
+    if not p.is_file():
+        raise SystemExit(f"tensorfact: {path} is not a file")
+    with open(p, "rb") as f:
+        magic = f.read(6)
+    if magic != b"\x93NUMPY" and not magic.startswith(b"PK"):
+        kind = "an empty file" if not magic else "not a .npy or .npz file"
+        raise SystemExit(f"tensorfact: {path} is {kind}")
     try:
         data = np.load(p, allow_pickle=False)
     except ValueError as exc:
-        raise SystemExit(f"tensorfact: cannot read {path} without pickle: {exc}") from exc
+        if "pickle" in str(exc):
+            raise SystemExit(f"tensorfact: {path} holds Python objects (pickled data), which "
+                             "are never loaded; save a numeric array instead") from None
+        raise SystemExit(f"tensorfact: cannot read {path}: {exc}") from None
+    except (OSError, EOFError) as exc:
+        raise SystemExit(f"tensorfact: cannot read {path} (truncated or corrupt): {exc}") from None
     if isinstance(data, np.lib.npyio.NpzFile):
         with data:
             keys = list(data.keys())
@@ -39,8 +53,27 @@ def _load_array(path: str, key: str | None) -> np.ndarray:
                 key = keys[0]
             if key not in keys:
                 raise SystemExit(f"tensorfact: {path} has no array {key!r} (has {keys})")
-            return np.asarray(data[key])
+            try:
+                return np.asarray(data[key])
+            except (ValueError, OSError, EOFError) as exc:
+                raise SystemExit(f"tensorfact: cannot read array {key!r} of {path}: "
+                                 f"{exc}") from None
     return np.asarray(data)
+
+
+def _check_out(out: str | None, suffix: str) -> Path | None:
+    """Validate an output path before any computation (exactly this path is written)."""
+    if out is None:
+        return None
+    p = Path(out)
+    if p.is_dir():
+        raise SystemExit(f"tensorfact: --out {out} is a directory; give a file name ending "
+                         f"in {suffix}")
+    if not p.parent.exists() if str(p.parent) else False:
+        raise SystemExit(f"tensorfact: the folder of --out {out} does not exist")
+    if p.suffix != suffix:
+        raise SystemExit(f"tensorfact: --out {out} must end in {suffix}")
+    return p
 
 
 def _open_store(path: Path) -> Any:
@@ -72,24 +105,36 @@ def _scheduler(address: str | None) -> Iterator[None]:
 def _cmd_cp(args: argparse.Namespace) -> int:
     from . import cp_als, spals
 
+    out = _check_out(args.out, ".npz")
     path = Path(args.file)
     store = path.is_dir()
     if store:
+        if not (path / "meta.json").exists():
+            raise SystemExit(f"tensorfact: {path} is a directory but not a tensor store "
+                             "(no meta.json; make one with 'tensorfact convert')")
         X = _open_store(path)
         what = (f"{X.shape} {X.dtype}, {X.nnz} nonzeros in {X.npartitions} partitions "
                 f"({X.store_nbytes / 2**20:.1f} MiB on disk)")
+        shape = tuple(X.shape)
     else:
         X = _load_array(args.file, args.key)
         what = f"{X.shape} {X.dtype}"
+        shape = tuple(X.shape)
+        if X.dtype.kind in "fc" and not bool(np.isfinite(X).all()):
+            raise SystemExit(f"tensorfact: {args.file} contains NaN or Inf values; replace "
+                             "them (e.g. np.nan_to_num) before decomposing")
+    if len(shape) >= 2 and args.rank > max(shape):
+        print(f"tensorfact: warning: --rank {args.rank} exceeds every dimension of the "
+              f"tensor {shape}; the factors cannot all be independent", file=sys.stderr)
     init = args.init or ("random" if store or args.method == "spals" else "svd")
     with _scheduler(args.scheduler):
         t0 = time.perf_counter()
         if args.method == "als":
             res = cp_als(X, args.rank, init=init, max_iter=args.max_iter, tol=args.tol,
-                         rng=args.seed, verbose=args.progress)
+                         rng=args.seed, verbose=args.verbose)
         else:
             res = spals(X, args.rank, init=init, max_iter=args.max_iter, tol=args.tol,
-                        exact_fit_every=args.max_iter, rng=args.seed, verbose=args.progress)
+                        exact_fit_every=args.max_iter, rng=args.seed, verbose=args.verbose)
         elapsed = time.perf_counter() - t0
     fit = 1.0 - res.rel_error
     print(f"tensor      {what}")
@@ -101,12 +146,17 @@ def _cmd_cp(args: argparse.Namespace) -> int:
     print(f"time        {elapsed:.3f} s ({elapsed / max(res.n_iter, 1) * 1e3:.2f} ms/iteration)")
     if store:
         print(f"read        {X.bytes_read / 2**20:.1f} MiB from the store")
-    if args.out:
+    if not res.converged and len(res.history) >= 2:
+        change = abs(res.history.rel_error[-1] - res.history.rel_error[-2])
+        print(f"note        not converged after {res.n_iter} sweeps: the error still changed "
+              f"by {change:.2e} in the last one (--tol {args.tol:g}); allow more sweeps "
+              "with --max-iter, or stop earlier with a larger --tol")
+    if out is not None:
         weights, factors = res.cp
         arrays = {"weights": np.asarray(weights)}
         arrays.update({f"factor_{n}": np.asarray(A) for n, A in enumerate(factors)})
-        np.savez(args.out, **arrays)  # type: ignore[arg-type]
-        print(f"saved       {args.out}")
+        atomic_write(out, lambda f: np.savez(f, **arrays))  # type: ignore[arg-type]
+        print(f"saved       {out}")
     return 0
 
 
@@ -134,10 +184,11 @@ def _add_cp(sub: Any) -> None:
     p.add_argument("--scheduler", default=None, metavar="ADDRESS",
                    help="run on the dask.distributed scheduler at this address (default: the "
                         "local threaded scheduler)")
-    p.add_argument("--out", default=None,
-                   help="write weights and factors to this .npz (default: not written)")
-    p.add_argument("--progress", action="store_true",
-                   help="show a progress bar (default: off)")
+    p.add_argument("--out", default=None, metavar="FILE.npz",
+                   help="write weights and factors to exactly this .npz file, atomically "
+                        "(default: not written)")
+    p.add_argument("--verbose", "--progress", action="store_true", dest="verbose",
+                   help="show a progress bar with the current error (default: off)")
     p.set_defaults(func=_cmd_cp)
 
 
@@ -181,8 +232,14 @@ def _add_reproduce(sub: Any) -> None:
 
 
 def _cmd_compress(args: argparse.Namespace) -> int:
-    from .nn._compress import run_cli  # needs the torch extra (torch, safetensors)
+    import importlib.util
 
+    if any(importlib.util.find_spec(m) is None for m in ("torch", "safetensors")):
+        raise SystemExit("tensorfact: compress needs PyTorch and safetensors: "
+                         "pip install torch==2.13.0 && pip install -e '.[torch]'")
+    from .nn._compress import run_cli
+
+    _check_out(args.out, ".safetensors")
     print(run_cli(args))
     return 0
 
@@ -192,12 +249,19 @@ def _add_compress(sub: Any) -> None:
         "compress", help="factor the 2-D weights of a .safetensors checkpoint (Kronecker/GKPD)"
     )
     p.add_argument("checkpoint", help="input .safetensors file (no pickle)")
-    p.add_argument("--out", required=True, help="output .safetensors file with the factors")
-    p.add_argument("--compression", type=float, default=2.0, help="per-matrix ratio (> 1)")
-    p.add_argument("--method", default="kronecker", choices=["kronecker", "gkpd"])
-    p.add_argument("--include", default=None, help="regex; compress matching tensor names only")
-    p.add_argument("--exclude", default=None, help="regex; leave matching tensor names dense")
-    p.add_argument("--report", default=None, help="JSON report path (default: OUT with .json)")
+    p.add_argument("--out", required=True,
+                   help="output .safetensors file with the factors (required)")
+    p.add_argument("--compression", type=float, default=2.0,
+                   help="parameter ratio per matrix, > 1 (default: %(default)s)")
+    p.add_argument("--method", default="kronecker", choices=["kronecker", "gkpd"],
+                   help="factorisation (default: %(default)s)")
+    p.add_argument("--include", default=None,
+                   help="regex; compress matching tensor names only (default: all 2-D weights "
+                        "large enough to gain)")
+    p.add_argument("--exclude", default=None,
+                   help="regex; leave matching tensor names dense (default: none)")
+    p.add_argument("--report", default=None,
+                   help="JSON report path (default: OUT with .json)")
     p.set_defaults(func=_cmd_compress)
 
 
@@ -212,10 +276,12 @@ def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
     parser = argparse.ArgumentParser(
-        prog="tensorfact", description="Tensor decompositions from the command line."
+        prog="tensorfact",
+        description="Tensor decompositions from the command line. "
+                    "Run 'tensorfact COMMAND --help' for a command's options.",
     )
     parser.add_argument("--version", action="version", version=f"tensorfact {__version__}")
-    sub = parser.add_subparsers(dest="command")
+    sub = parser.add_subparsers(dest="command", title="commands", metavar="COMMAND")
     for add in SUBCOMMANDS.values():
         add(sub)
     return parser
@@ -230,11 +296,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args))
+    except KeyboardInterrupt:
+        print("tensorfact: interrupted", file=sys.stderr)
+        return 130
     except (ValueError, TypeError, OSError, NotImplementedError, ArithmeticError,
             ImportError) as exc:
         msg = " ".join(str(exc).split())
         print(f"tensorfact: error: {msg}", file=sys.stderr)
         return 2
+    except Exception as exc:  # never a traceback: one line, and what to report
+        msg = " ".join(str(exc).split())
+        print(f"tensorfact: internal error ({type(exc).__name__}): {msg}", file=sys.stderr)
+        return 3
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -138,3 +138,84 @@ def test_help_lists_defaults(capsys):
             main([cmd, "--help"])
         text = " ".join(capsys.readouterr().out.split())
         assert text.count("default") >= 5 if cmd == "cp" else text.count("default") >= 3
+
+
+# ----------------------------------------------------------------- a CLI that guides
+def _npy(tmp_path, name="x.npy", shape=(6, 7, 8)):
+    X = np.random.default_rng(0).standard_normal(shape)
+    np.save(tmp_path / name, X)
+    return tmp_path / name
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"", "is an empty file"),
+    (b"garbage, not numpy", "is not a .npy or .npz file"),
+])
+def test_cp_refuses_files_that_are_not_arrays(tmp_path, content, message):
+    p = tmp_path / "bad.npy"
+    p.write_bytes(content)
+    with pytest.raises(SystemExit, match=message):
+        main(["cp", str(p), "--rank", "2"])
+
+
+def test_cp_refuses_a_directory_that_is_not_a_store(tmp_path):
+    with pytest.raises(SystemExit, match="is a directory but not a tensor store"):
+        main(["cp", str(tmp_path), "--rank", "2"])
+
+
+def test_cp_checks_out_before_computing(tmp_path):
+    x = _npy(tmp_path)
+    with pytest.raises(SystemExit, match="does not exist"):
+        main(["cp", str(x), "--rank", "2", "--out", str(tmp_path / "nope" / "f.npz")])
+    with pytest.raises(SystemExit, match="is a directory"):
+        main(["cp", str(x), "--rank", "2", "--out", str(tmp_path)])
+    with pytest.raises(SystemExit, match="must end in .npz"):
+        main(["cp", str(x), "--rank", "2", "--out", str(tmp_path / "x.txt")])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.npy"]
+
+
+def test_cp_writes_exactly_the_path_given_with_the_umask(tmp_path):
+    import os
+
+    x = _npy(tmp_path)
+    out = tmp_path / "factors.npz"
+    old = os.umask(0o022)
+    try:
+        assert main(["cp", str(x), "--rank", "2", "--out", str(out)]) == 0
+    finally:
+        os.umask(old)
+    assert (out.stat().st_mode & 0o777) == 0o644
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["factors.npz", "x.npy"]
+    with np.load(out, allow_pickle=False) as f:
+        assert sorted(f.keys()) == ["factor_0", "factor_1", "factor_2", "weights"]
+
+
+def test_cp_says_when_it_did_not_converge_and_warns_on_huge_ranks(tmp_path, capsys):
+    x = _npy(tmp_path)
+    assert main(["cp", str(x), "--rank", "12", "--max-iter", "2"]) == 0
+    out = capsys.readouterr()
+    assert "not converged after 2 sweeps" in out.out and "--max-iter" in out.out
+    assert "--rank 12 exceeds every dimension" in out.err
+
+
+def test_cp_on_nan_data_names_a_remedy_the_cli_has(tmp_path):
+    X = np.ones((3, 4, 5))
+    X[0, 0, 0] = np.nan
+    np.save(tmp_path / "nan.npy", X)
+    with pytest.raises(SystemExit, match="contains NaN or Inf values; replace them"):
+        main(["cp", str(tmp_path / "nan.npy"), "--rank", "2"])
+
+
+def test_every_option_has_help_with_its_default(capsys):
+    for cmd in (["cp", "--help"], ["compress", "--help"], ["convert", "--help"]):
+        with pytest.raises(SystemExit):
+            main(cmd)
+        text = capsys.readouterr().out
+        for opt in ("--max-iter", "--tol", "--seed", "--init") if cmd[0] == "cp" else ():
+            assert opt in text
+        assert text.count("default") >= 2, cmd
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = capsys.readouterr().out
+    for name in ("cp", "convert", "reproduce", "compress"):
+        assert f"    {name}" in text

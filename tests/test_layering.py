@@ -19,6 +19,7 @@ LAYERS: dict[str, int] = {
     "_backend": 0,
     "_validation": 0,
     "_kernels": 0,
+    "_io": 0,
     "tenalg": 1,
     "formats": 2,
     "tensors": 3,

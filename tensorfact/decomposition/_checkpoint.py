@@ -11,17 +11,16 @@ arrays and JSON text: it is read back with ``allow_pickle=False``.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import numbers
 import os
-import tempfile
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from .. import _backend as B
+from .._io import atomic_write
 from ..tensors.cp import CPTensor
 
 __all__ = ["Checkpoint", "CheckpointState"]
@@ -241,18 +240,7 @@ def _check_int(value: Any, name: str, *, minimum: int) -> int:
 
 def _write_atomic(path: str, arrays: dict[str, np.ndarray]) -> None:
     """Write an ``.npz`` under a temporary name beside ``path``, then rename it."""
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **arrays)  # type: ignore[arg-type]
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, lambda fh: np.savez(fh, **arrays))  # type: ignore[arg-type]
 
 
 def _rng_state_json(rng: np.random.Generator) -> str:

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .._io import atomic_write
 from ._common import check_compression, check_count, set_submodule
 from ._kronecker import KroneckerEmbedding, KroneckerLinear
 from ._planner import KroneckerFit, KroneckerPlan, fit_kronecker
@@ -551,7 +552,7 @@ def run_cli(args: Any) -> str:
     from pathlib import Path
 
     from safetensors import SafetensorError
-    from safetensors.numpy import load_file, save_file
+    from safetensors.numpy import load_file
 
     src = Path(args.checkpoint)
     if not src.exists():
@@ -562,11 +563,20 @@ def run_cli(args: Any) -> str:
         tensors = load_file(str(src))
     except (SafetensorError, OSError, TypeError, ValueError) as exc:
         raise SystemExit(f"tensorfact: cannot read {src} as safetensors: {exc}") from exc
+    for name, t in tensors.items():
+        if np.issubdtype(t.dtype, np.floating) and not bool(np.isfinite(t).all()):
+            raise SystemExit(f"tensorfact: tensor {name!r} of {src} contains NaN or Inf values; "
+                             "nothing was written")
     new, report = compress_state_dict(tensors, compression=args.compression,
                                       include=args.include, exclude=args.exclude,
                                       method=args.method)
     meta = {"tensorfact_compress": json.dumps(report.to_dict())}
-    save_file(new, str(args.out), metadata=meta)
-    report_path = Path(args.report) if args.report else Path(args.out).with_suffix(".json")
-    report_path.write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
-    return f"{report.to_table()}\nwrote {args.out} and {report_path}"
+    out = Path(args.out)
+    report_path = Path(args.report) if args.report else out.with_suffix(".json")
+    from safetensors.numpy import save
+
+    atomic_write(out, lambda f: f.write(save(new, metadata=meta)))
+    atomic_write(report_path, lambda f: f.write(
+        (json.dumps(report.to_dict(), indent=2) + "\n").encode("utf-8")))
+    return f"{report.to_table()}\nwrote {out} and {report_path}"
+
