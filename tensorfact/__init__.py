@@ -5,9 +5,9 @@ joint triangularization with a posteriori error bounds, and neural layers
 initialised by these decompositions (``tensorfact.nn``, needs PyTorch).
 
 The names below are re-exported from the subpackages' ``__all__``:
-:mod:`tensorfact.decomposition` (the algorithms and their results),
-:mod:`tensorfact.tenalg` (tensor algebra), :mod:`tensorfact.tensors` (CP,
-Kronecker and sparse tensors) and :mod:`tensorfact.formats` (the data-format
+`tensorfact.decomposition` (the algorithms and their results),
+`tensorfact.tenalg` (tensor algebra), `tensorfact.tensors` (CP,
+Kronecker and sparse tensors) and `tensorfact.formats` (the data-format
 protocol).
 """
 

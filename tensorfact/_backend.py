@@ -1,7 +1,7 @@
 """Array-namespace dispatch and every operation outside the array API standard.
 
 This is the only module of tensorfact that asks which array library it holds.
-Public functions call :func:`namespace` once and pass ``xp`` down; the helpers
+Public functions call `namespace` once and pass ``xp`` down; the helpers
 here take ``xp`` explicitly.
 
 Native fast paths:
@@ -15,7 +15,7 @@ Native fast paths:
   operations with no portable formulation (real Schur form) take a documented
   host round trip for small matrices only.
 
-Random numbers are drawn on the host from a :class:`numpy.random.Generator`
+Random numbers are drawn on the host from a `numpy.random.Generator`
 (SPEC 7) and moved to the target device, so one seed gives the same numbers on
 every backend.
 """
@@ -420,7 +420,7 @@ def spd_solve(xp: ModuleType, G: Array, B: Array, *, what: str = "Gram matrix") 
     Cholesky first; if it fails or the matrix is singular to working
     precision (reciprocal condition estimate below ``R * eps``), an
     eigendecomposition pseudo-inverse that discards eigenvalues below
-    ``R * eps * max_eigenvalue`` is used and a :class:`SingularGramWarning`
+    ``R * eps * max_eigenvalue`` is used and a `SingularGramWarning`
     is emitted. A non-finite ``G`` raises ``FloatingPointError``.
     """
     R = G.shape[0]
@@ -595,7 +595,7 @@ def coo_matmul(xp: ModuleType, n_out: int, out_idx: Array, in_idx: Array, values
     """``out[out_idx[t], :] += values[t] * M[in_idx[t], :]``, a sparse-times-dense product.
 
     ``out`` has shape ``(n_out, M.shape[1])``. NumPy builds a SciPy CSR matrix
-    (sums duplicates, C loop); other namespaces use ``take`` + :func:`scatter_add`.
+    (sums duplicates, C loop); other namespaces use ``take`` + `scatter_add`.
     """
     if is_numpy(xp):
         import scipy.sparse as sp

@@ -195,7 +195,7 @@ def check_finite(X: Any, xp: ModuleType, *, name: str = "X") -> None:
 
 
 def check_positive_int(value: Any, name: str) -> int:
-    """Return ``value`` as an ``int`` if it is an integer >= 1 (see :func:`check_int`)."""
+    """Return ``value`` as an ``int`` if it is an integer >= 1 (see `check_int`)."""
     return check_int(value, name, low=1, what="a positive integer")
 
 
@@ -218,7 +218,7 @@ def check_rank(rank: Any, shape: tuple[int, ...], *, name: str = "rank") -> int:
 
 
 def check_nonneg_float(value: Any, name: str) -> float:
-    """Return ``value`` as a float if it is a finite number >= 0 (see :func:`check_real`)."""
+    """Return ``value`` as a float if it is a finite number >= 0 (see `check_real`)."""
     return check_real(value, name, low=0.0, what="a finite non-negative number")
 
 

@@ -1,6 +1,6 @@
 """The ``tensorfact`` command.
 
-Subcommands register themselves in :data:`SUBCOMMANDS` (name -> function that
+Subcommands register themselves in `SUBCOMMANDS` (name -> function that
 adds an ``argparse`` subparser whose ``func`` default runs it).
 """
 

@@ -61,7 +61,7 @@ def gather_dense_fibers_numba(X3: np.ndarray, lo: np.ndarray, hi: np.ndarray) ->
 
 
 def gather_dense_fibers_xp(xp: ModuleType, X3: Any, lo: np.ndarray, hi: np.ndarray) -> Any:
-    """Array-API twin of :func:`gather_dense_fibers_numba` (``xp.take`` on a flat view)."""
+    """Array-API twin of `gather_dense_fibers_numba` (``xp.take`` on a flat view)."""
     L, In, Rt = (int(d) for d in X3.shape)
     if Rt == 1:
         return xp.take(xp.reshape(X3, (L, In)), B.from_numpy(xp, lo, like=X3, dtype=None),

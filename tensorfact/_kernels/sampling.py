@@ -83,7 +83,7 @@ def tree_descend_numba(tree: np.ndarray, U: np.ndarray, W: np.ndarray, u01: np.n
 
 def tree_descend_np(tree: np.ndarray, U: np.ndarray, W: np.ndarray, u01: np.ndarray,
                     leaf: int, n_leaves: int) -> np.ndarray:
-    """Vectorised NumPy twin of :func:`tree_descend_numba` (same draws)."""
+    """Vectorised NumPy twin of `tree_descend_numba` (same draws)."""
     s = W.shape[0]
     I = U.shape[0]
     node = np.ones(s, dtype=np.int64)

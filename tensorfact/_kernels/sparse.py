@@ -7,16 +7,16 @@ check that both agree.
 
 Race freedom of the parallel kernels:
 
-* :func:`mttkrp_numba` walks the nonzeros in the order sorted by the output
+* `mttkrp_numba` walks the nonzeros in the order sorted by the output
   mode's index, split into equal-sized chunks (load balance under skewed,
   power-law fiber lengths). A chunk owns every output row that starts and
   ends inside it and writes it with ``=``; its first and last rows, which may
   be shared with neighbouring chunks, go to per-chunk private buffers that are
   added serially afterwards.
-* :func:`gather_fibers_numba` runs two passes over the samples: the first
+* `gather_fibers_numba` runs two passes over the samples: the first
   finds each sample's fiber by binary search and records its length, a prefix
   sum turns lengths into disjoint output offsets, the second fills them.
-* :func:`cp_at_nonzeros_numba` uses Numba's reduction variables.
+* `cp_at_nonzeros_numba` uses Numba's reduction variables.
 
 Factor matrices are passed to the Numba kernels stacked into one
 ``(sum_m I_m, R)`` array with row offsets, since Numba cannot iterate over a
@@ -81,7 +81,7 @@ def _counting_sort(col, n_bins):  # pragma: no cover - compiled
 
 def mode_sorted(coords: np.ndarray, values: np.ndarray, mode: int, n_rows: int
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Entries sorted by their ``mode`` index, laid out for :func:`mttkrp_numba`.
+    """Entries sorted by their ``mode`` index, laid out for `mttkrp_numba`.
 
     Returns
     -------
@@ -179,8 +179,8 @@ def mttkrp_numba(rowptr: np.ndarray, others: np.ndarray, vals: np.ndarray,
     Parameters
     ----------
     rowptr, others, vals
-        The mode-sorted layout from :func:`mode_sorted`.
-    factors : list of N (I_m, R) arrays (``factors[mode]`` unused)
+        The mode-sorted layout from `mode_sorted`.
+    factors : list of N (I_m, R) arrays (factors[mode] unused)
     mode : int
 
     Returns
@@ -315,7 +315,7 @@ def gather_fibers_numba(keys: np.ndarray, perm: np.ndarray, mode_coords: np.ndar
 
 def gather_fibers_xp(xp: ModuleType, keys: Any, perm: Any, mode_coords: Any, values: Any,
                      sample_keys: Any) -> tuple[Any, Any, Any]:
-    """Pure array-API twin of :func:`gather_fibers_numba`."""
+    """Pure array-API twin of `gather_fibers_numba`."""
     dev = B.device(values)
     lo = xp.searchsorted(keys, sample_keys, side="left")
     hi = xp.searchsorted(keys, sample_keys, side="right")
@@ -399,7 +399,7 @@ def cp_at_nonzeros_numba(coords: np.ndarray, values: np.ndarray, weights: np.nda
 
 def cp_at_nonzeros_xp(xp: ModuleType, coords: Any, values: Any, weights: Any,
                       factors: list[Any]) -> tuple[float, float]:
-    """Pure array-API twin of :func:`cp_at_nonzeros_numba` (float64 where available)."""
+    """Pure array-API twin of `cp_at_nonzeros_numba` (float64 where available)."""
     nnz = int(values.shape[0])
     R = int(factors[0].shape[1])
     f64 = xp.float64

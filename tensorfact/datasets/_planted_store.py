@@ -56,7 +56,7 @@ def planted_sparse_store(
 ) -> tuple[DaskSparseTensor, CPTensor]:
     """A planted sparse CP tensor written as a store, one partition at a time.
 
-    The on-disk sibling of :func:`planted_sparse_cp`, for tensors too large
+    The on-disk sibling of `planted_sparse_cp`, for tensors too large
     for memory (e.g. ``2 * 10**8`` nonzeros with the Amazon review tensor's
     shape ``(4821207, 1774269, 1805187)``). Mode 0 is cut into row ranges,
     one per partition; each partition draws its own coordinates inside its
@@ -65,7 +65,7 @@ def planted_sparse_store(
     Peak memory: the factor matrices plus about one partition.
 
     ``exact=False`` (observed entries): positions drawn with independent
-    power-law marginals per mode, as :func:`planted_sparse_cp`; the number of
+    power-law marginals per mode, as `planted_sparse_cp`; the number of
     entries of each partition is multinomial with the mode-0 mass of its
     rows, and each partition's positions are distinct. ``exact=True``: sparse
     factor columns (about ``(nnz / rank)^(1/N)`` nonzeros each) and the

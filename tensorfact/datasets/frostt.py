@@ -5,10 +5,10 @@ Open Sparse Tensors and Tools", 2017) stores one nonzero per line: the
 ``N`` 1-based indices followed by the value, separated by whitespace. Lines
 starting with ``#`` are comments (a ``#`` later on a line starts a trailing
 comment); blank lines are ignored. Files ending in ``.gz`` are read and
-written through :mod:`gzip`.
+written through `gzip`.
 
 Reading is streaming: the file is consumed in blocks of about 32 MiB, each
-parsed by NumPy's C text parser (:func:`numpy.loadtxt`) and validated with
+parsed by NumPy's C text parser (`numpy.loadtxt`) and validated with
 vectorised checks. Only when a block fails does a line-by-line pass over that
 block run, to name the offending line.
 """
@@ -59,7 +59,7 @@ def _open(path: str | os.PathLike[str], mode: str) -> IO[bytes]:
 def read_tns(path: str | os.PathLike[str], /, *, shape: Sequence[int] | None = None,
              dtype: Any = np.float64, index_base: int = 1, has_values: bool | None = None,
              block_bytes: int = _BLOCK_BYTES) -> SparseTensor:
-    """Read a FROSTT ``.tns`` file (optionally gzip-compressed) into a :class:`SparseTensor`.
+    """Read a FROSTT ``.tns`` file (optionally gzip-compressed) into a `SparseTensor`.
 
     Parameters
     ----------
@@ -135,9 +135,9 @@ def read_tns(path: str | os.PathLike[str], /, *, shape: Sequence[int] | None = N
 
 def write_tns(path: str | os.PathLike[str], X: SparseTensor, /, *, index_base: int = 1,
               header: str | None = None) -> None:
-    """Write a :class:`SparseTensor` as a FROSTT ``.tns`` file (gzip if the name ends ``.gz``).
+    """Write a `SparseTensor` as a FROSTT ``.tns`` file (gzip if the name ends ``.gz``).
 
-    Values are written with 17 significant digits, so :func:`read_tns` gives
+    Values are written with 17 significant digits, so `read_tns` gives
     back the same float64 numbers.
 
     Parameters

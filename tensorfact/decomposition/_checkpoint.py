@@ -1,7 +1,7 @@
 """Checkpoints of a CP run: saved through the callback, resumed through ``init=``.
 
-:class:`Checkpoint` is a solver callback that writes, every ``every``
-iterations, the current :class:`~tensorfact.CPTensor`, the iteration number,
+`Checkpoint` is a solver callback that writes, every ``every``
+iterations, the current `CPTensor`, the iteration number,
 the relative error and (optionally) the state of the solver's random
 generator to one ``.npz`` file. The file is replaced atomically (written
 under a temporary name in the same folder, then renamed), so a run killed
@@ -33,7 +33,7 @@ _BIT_GENERATORS = ("PCG64", "PCG64DXSM", "MT19937", "Philox", "SFC64")
 
 @dataclass(frozen=True)
 class CheckpointState:
-    """What :meth:`Checkpoint.load` returns.
+    """What `Checkpoint.load` returns.
 
     Attributes
     ----------
@@ -58,15 +58,15 @@ class CheckpointState:
 class Checkpoint:
     """A solver callback that saves the run every ``every`` iterations.
 
-    Pass it as ``callback=`` to :func:`tensorfact.cp_als` or
-    :func:`tensorfact.spals`. After iteration ``i`` (counted from ``start``)
+    Pass it as ``callback=`` to `tensorfact.cp_als` or
+    `tensorfact.spals`. After iteration ``i`` (counted from ``start``)
     with ``i % every == 0`` it writes the model, ``i``, the relative error
     and, when given ``rng``, the state of that generator to ``path``,
     replacing the previous checkpoint atomically. It never stops the run.
 
     To resume, load the file and start the solver from it:
     ``cp_als(X, rank, init=state.cp, max_iter=left)``, and for solvers that
-    draw random numbers during the iterations (:func:`tensorfact.spals`)
+    draw random numbers during the iterations (`tensorfact.spals`)
     also ``rng=state.rng``. With the same data and options this continues
     the interrupted run exactly (up to rounding in the first iteration).
 
@@ -96,7 +96,7 @@ class Checkpoint:
 
     Notes
     -----
-    The arrays are stored on the host as NumPy arrays; :meth:`load` moves
+    The arrays are stored on the host as NumPy arrays; `load` moves
     them to another namespace or device with ``like=``. The generator's
     ``spawn`` history (its seed sequence) is not saved, only its state.
 
@@ -147,7 +147,7 @@ class Checkpoint:
         return False
 
     def save(self, cp: Any, iteration: int, rel_error: float) -> None:
-        """Write ``cp``, ``iteration``, ``rel_error`` (and the rng state) to :attr:`path`.
+        """Write ``cp``, ``iteration``, ``rel_error`` (and the rng state) to `path`.
 
         Raises
         ------
@@ -155,7 +155,7 @@ class Checkpoint:
             ``cp`` is not a ``CPTensor`` (the callback of a solver that is
             not a CP solver).
         OSError
-            Writing failed; a previous checkpoint at :attr:`path` is left as
+            Writing failed; a previous checkpoint at `path` is left as
             it was and no temporary file remains.
         """
         if not isinstance(cp, CPTensor):
@@ -177,7 +177,7 @@ class Checkpoint:
 
     @staticmethod
     def load(path: str | os.PathLike[str], /, *, like: Any = None) -> CheckpointState:
-        """Read a checkpoint written by :class:`Checkpoint` (never unpickles).
+        """Read a checkpoint written by `Checkpoint` (never unpickles).
 
         Parameters
         ----------

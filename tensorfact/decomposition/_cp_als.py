@@ -54,7 +54,7 @@ def cp_als(
     and solving each factor's linear least-squares problem exactly.
 
     Each sweep costs two GEMM passes over ``X`` (dimension-tree MTTKRP, see
-    :class:`tensorfact.tenalg.DimensionTree`); normal equations are solved by
+    `tensorfact.tenalg.DimensionTree`); normal equations are solved by
     Cholesky on the cached Hadamard product of Gram matrices; the error is
     obtained from the last MTTKRP, and recomputed exactly (blockwise) when
     that cheap formula would lose precision (relative error below
@@ -65,7 +65,7 @@ def cp_als(
     X : array of shape (I_0, ..., I_{N-1}), N >= 2, or a data format
         Any array API namespace (NumPy, CuPy, torch, ...). Integer and
         boolean input is promoted to the namespace's default float. A
-        ``SparseTensor`` or any other :class:`tensorfact.formats.TensorFormat`
+        ``SparseTensor`` or any other `tensorfact.formats.TensorFormat`
         is read through the data-format protocol.
     rank : int
         Number of components, ``1 <= rank <= min_n prod_{m != n} I_m``.
@@ -75,7 +75,7 @@ def cp_als(
         Khatri-Rao test matrix for large ones; padded with random columns
         when ``rank > I_n``). ``"random"``:
         standard normal factors. ``"joint_schur"``: the joint-Schur CP of
-        :func:`tensorfact.cp_joint_schur` (3-way only). A ``CPTensor`` is used
+        `tensorfact.cp_joint_schur` (3-way only). A ``CPTensor`` is used
         as given (never modified). Mode 0 is computed first, so its initial
         factor is never used.
     max_iter : int
@@ -155,7 +155,7 @@ def cp_als(
 
 
 def check_init(init: Any, names: tuple[str, ...]) -> None:
-    """Validate a solver's ``init``: one of the strings ``names`` or a :class:`CPTensor`."""
+    """Validate a solver's ``init``: one of the strings ``names`` or a `CPTensor`."""
     if isinstance(init, CPTensor):
         return
     if not isinstance(init, str):

@@ -30,7 +30,7 @@ Array = Any
 
 @dataclass(frozen=True)
 class NearestKroneckerResult:
-    """Result of :func:`tensorfact.nearest_kronecker`.
+    """Result of `tensorfact.nearest_kronecker`.
 
     Attributes
     ----------
@@ -63,7 +63,7 @@ class NearestKroneckerResult:
     Notes
     -----
     The error of any other rank is read off the singular values by
-    :meth:`error_at` and :meth:`rel_error_at` (no recomputation).
+    `error_at` and `rel_error_at` (no recomputation).
     """
 
     kt: KroneckerTensor
@@ -78,7 +78,7 @@ class NearestKroneckerResult:
 
     @property
     def rank(self) -> int:
-        """Rank of :attr:`kt`."""
+        """Rank of `kt`."""
         return self.kt.rank
 
     @property
@@ -172,11 +172,11 @@ def nearest_kronecker(
     Minimises ``||W - sum_{r<R} A_r ⊗ B_r||_F`` over ``A_r`` of shape
     ``a_shape`` and ``B_r`` of shape ``b_shape`` (N-way Kronecker product,
     ``i_n = j_n * b_n + k_n``). The Van Loan rearrangement
-    (:func:`~tensorfact.rearrange`) maps every ``A ⊗ B`` to the rank-one matrix
+    (`rearrange`) maps every ``A ⊗ B`` to the rank-one matrix
     ``vec(A) vec(B)^T`` isometrically, so by Eckart–Young the optimum is the
     truncated SVD of ``M = rearrange(W, a_shape, b_shape)``, and the error of
     rank ``r`` is ``sqrt(sum_{i>=r} s_i^2)``: every rank's error comes from
-    one SVD (:meth:`NearestKroneckerResult.error_at`).
+    one SVD (`NearestKroneckerResult.error_at`).
 
     Parameters
     ----------
@@ -205,7 +205,7 @@ def nearest_kronecker(
     Returns
     -------
     NearestKroneckerResult
-        ``.kt`` (a 2-factor :class:`~tensorfact.KroneckerTensor` in ``W``'s
+        ``.kt`` (a 2-factor `KroneckerTensor` in ``W``'s
         namespace and dtype), ``.singular_values``, ``.errors``, ``.error``
         and ``.rel_error`` (at ``rank``), ``.error_at(r)`` and
         ``.rel_error_at(r)`` (any rank ``r``).
@@ -289,7 +289,7 @@ def _finite(W: Any, xp: ModuleType) -> None:
     check_finite(W, xp, name="W")
 
 
-#: Alias of :func:`nearest_kronecker` (the Generalized Kronecker Product Decomposition).
+#: Alias of `nearest_kronecker` (the Generalized Kronecker Product Decomposition).
 gkpd = nearest_kronecker
 
 
@@ -298,14 +298,14 @@ gkpd = nearest_kronecker
 # --------------------------------------------------------------------------- #
 @dataclass(frozen=True)
 class KroneckerShape:
-    """One candidate factorisation returned by :func:`tensorfact.kronecker_shapes`.
+    """One candidate factorisation returned by `tensorfact.kronecker_shapes`.
 
     Attributes
     ----------
     shapes : tuple of tuple of int
         ``n_factors`` factor shapes whose elementwise product is the tensor shape.
     n_params : int
-        Parameters of a rank-``rank`` :class:`~tensorfact.KroneckerTensor`
+        Parameters of a rank-``rank`` `KroneckerTensor`
         with these factor shapes, ``rank * sum_s prod(shapes[s])``.
     compression_ratio : float
         ``prod(shape) / n_params``.

@@ -1,13 +1,13 @@
 """The iteration monitor shared by every iterative solver.
 
 A solver's loop does the numerical work (MTTKRP, solve, normalise, error) and
-hands each iteration's relative error to :class:`IterationMonitor.record`,
+hands each iteration's relative error to `IterationMonitor.record`,
 which keeps the history (error and elapsed time), raises
 ``FloatingPointError`` on a non-finite value, logs, updates the progress bar
 (``verbose=True``), calls the user's callback (returning ``True`` stops) and
 applies the tolerance test. The solver then builds its result from
-:attr:`IterationMonitor.history`, :attr:`~IterationMonitor.n_iter` and
-:attr:`~IterationMonitor.converged`.
+`IterationMonitor.history`, `n_iter` and
+`converged`.
 """
 
 from __future__ import annotations
@@ -33,14 +33,14 @@ class ConvergenceHistory:
     rel_error : tuple of float
         The solver's relative error after each iteration: for CP solvers
         ``||X - X_hat||_F / ||X||_F`` (estimated, for sampled solvers, unless
-        stated); for :func:`tensorfact.joint_triangularize` the relative
+        stated); for `tensorfact.joint_triangularize` the relative
         size of the strictly lower parts, ``sqrt(loss / sum_n ||M_n||_F^2)``.
     time : tuple of float
         Wall-clock seconds elapsed since the start of the iterations, after
         each iteration.
     objective : tuple of float or None
         The solver's own objective where it is not the relative error (the
-        triangularization loss of :func:`tensorfact.joint_triangularize`),
+        triangularization loss of `tensorfact.joint_triangularize`),
         same indexing as ``rel_error``; ``None`` otherwise.
     """
 
@@ -89,7 +89,7 @@ class IterationMonitor:
     tol : float or None
         Stop (converged) when the relative error changes by less than ``tol``
         between consecutive iterations. ``None`` disables the test (for
-        solvers with their own convergence test, passed to :meth:`record`).
+        solvers with their own convergence test, passed to `record`).
     callback : callable, optional
         ``callback(iteration, model, rel_error)`` after every iteration;
         returning ``True`` stops the run (not converged).

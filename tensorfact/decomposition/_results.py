@@ -15,7 +15,7 @@ __all__ = ["ConvergenceHistory", "CPALSResult"]
 
 @dataclass(frozen=True)
 class CPALSResult:
-    """Result of :func:`tensorfact.cp_als` and :func:`tensorfact.spals`.
+    """Result of `tensorfact.cp_als` and `tensorfact.spals`.
 
     Attributes
     ----------

@@ -24,7 +24,7 @@ _METHODS = ("gram", "qr")
 
 @dataclass(frozen=True)
 class SampledLstsqResult:
-    """Result of :func:`tensorfact.sampled_krp_lstsq`.
+    """Result of `tensorfact.sampled_krp_lstsq`.
 
     Attributes
     ----------
@@ -71,7 +71,7 @@ def sampled_krp_lstsq(
     """Solve ``min_B ||(A_0 ⊙ ... ⊙ A_{k-1}) B^T - Y||_F`` on sampled rows.
 
     ``K = A_0 ⊙ ... ⊙ A_{k-1}`` has ``prod_m I_m`` rows, too many to form.
-    Rows are drawn by :func:`tensorfact.sample_krp_rows` (product of the
+    Rows are drawn by `tensorfact.sample_krp_rows` (product of the
     factors' leverage-score distributions) and only they, and the matching
     rows of ``Y``, are touched.
 
@@ -89,7 +89,7 @@ def sampled_krp_lstsq(
     factors : sequence of (I_m, R) arrays
         Khatri-Rao factors, any array API namespace (one namespace/device).
     rhs : (prod I_m, m) array or callable
-        ``Y`` with rows in the C order of :func:`tensorfact.khatri_rao`; or a
+        ``Y`` with rows in the C order of `tensorfact.khatri_rao`; or a
         function ``rhs(indices)`` receiving the ``(n_rows, k)`` host int64
         multi-indices of the sampled rows and returning either their rows as
         an ``(n_rows, m)`` array, or a sparse ``(row, col, value)`` triplet
@@ -102,7 +102,7 @@ def sampled_krp_lstsq(
     method : {"qr", "gram"}
         See above.
     sampler : {"product", "exact"}
-        How rows are drawn (:func:`tensorfact.sample_krp_rows`): from the
+        How rows are drawn (`tensorfact.sample_krp_rows`): from the
         product of the factors' leverage scores, or from the exact leverage
         scores of the Khatri-Rao product.
     deterministic_threshold : float, optional

@@ -22,7 +22,7 @@ __all__ = ["SeKronResult", "sekron"]
 
 @dataclass(frozen=True)
 class SeKronResult:
-    """Result of :func:`tensorfact.sekron`.
+    """Result of `tensorfact.sekron`.
 
     Attributes
     ----------
@@ -43,7 +43,7 @@ class SeKronResult:
     Notes
     -----
     The error at smaller ranks is read off the stored singular values by
-    :meth:`error_at` and :meth:`rel_error_at` (no recomputation).
+    `error_at` and `rel_error_at` (no recomputation).
     """
 
     sekron: SeKronTensor
@@ -54,17 +54,17 @@ class SeKronResult:
 
     @property
     def ranks(self) -> tuple[int, ...]:
-        """The level ranks of :attr:`sekron`."""
+        """The level ranks of `sekron`."""
         return self.sekron.ranks
 
     def error_at(self, ranks: Sequence[int] | int) -> float:
-        """Frobenius error of :func:`sekron` at other level ranks, without recomputing.
+        """Frobenius error of `sekron` at other level ranks, without recomputing.
 
         Every level of the recursion is a separate SVD per branch, so running
-        :func:`sekron` at ranks ``R' <= R`` (elementwise, ``R`` = :attr:`ranks`)
+        `sekron` at ranks ``R' <= R`` (elementwise, ``R`` = `ranks`)
         gives the truncation of this result and the error
         ``sqrt(sum_s sum_{kept branches} sum_{i >= R'_s} s_i^2)`` is known
-        from :attr:`level_singular_values`. The last level stores every
+        from `level_singular_values`. The last level stores every
         singular value, so its rank may also exceed ``R`` (up to its maximum).
 
         Parameters
@@ -98,7 +98,7 @@ class SeKronResult:
 
     @property
     def kt(self) -> KroneckerTensor:
-        """The flat :class:`~tensorfact.KroneckerTensor` (rank ``prod(ranks)``)."""
+        """The flat `KroneckerTensor` (rank ``prod(ranks)``)."""
         return self.sekron.to_kronecker()
 
     @property
@@ -153,7 +153,7 @@ def sekron(
     with ``A_s`` of shape ``shapes[s]``, recursively (Hameed et al.): the
     nearest rank-``R0`` Kronecker approximation of ``W`` with factor shapes
     ``shapes[0]`` and ``prod_{t>0} shapes[t]`` (truncated SVD of the Van Loan
-    rearrangement, :func:`~tensorfact.nearest_kronecker`) gives ``A0`` (the
+    rearrangement, `nearest_kronecker`) gives ``A0`` (the
     orthonormal left singular tensors) and ``R0`` remainders ``s_r V_r``;
     each remainder is decomposed the same way with the next shape and rank,
     and so on; the last remainders are the last factors. Every level is a
@@ -176,7 +176,7 @@ def sekron(
     mode ``s`` in mode ``s`` and 1 elsewhere, ``S = N``), all Kronecker trains
     and so recovered exactly:
 
-    * ``S = 2`` is exactly :func:`~tensorfact.nearest_kronecker`.
+    * ``S = 2`` is exactly `nearest_kronecker`.
     * Tensor train: a TT tensor of TT ranks ``(R0, ..., R_{N-2})``,
       ``W[i] = sum_r G0[i0, r0] G1[r0, i1, r1] ... G_{N-1}[r_{N-2}, i_{N-1}]``,
       is a Kronecker train with vector factors; ranks ``(R0, ..., R_{N-2})``
@@ -206,8 +206,8 @@ def sekron(
     Returns
     -------
     SeKronResult
-        ``.sekron`` (:class:`~tensorfact.SeKronTensor`), ``.kt`` (flat
-        :class:`~tensorfact.KroneckerTensor`), ``.error``, ``.rel_error``,
+        ``.sekron`` (`SeKronTensor`), ``.kt`` (flat
+        `KroneckerTensor`), ``.error``, ``.rel_error``,
         ``.error_at(ranks)``, ``.rel_error_at(ranks)`` (smaller ranks),
         ``.n_params``, ``.compression_ratio``, ``.level_singular_values``.
 

@@ -85,7 +85,7 @@ def spals(
     """CP decomposition by sampled alternating least squares (SPALS).
 
     CP-ALS in which every factor update is the sampled least-squares solve of
-    :func:`tensorfact.sampled_krp_lstsq`: the rows of the Khatri-Rao product
+    `tensorfact.sampled_krp_lstsq`: the rows of the Khatri-Rao product
     of the other factors are drawn from the product of their leverage-score
     distributions, only the matching fibers of ``X`` are read, and the
     leverage scores of a factor are refreshed right after it is updated.
@@ -98,14 +98,14 @@ def spals(
         Dense arrays may come from any array API namespace; the sampled
         fibers are gathered with ``xp.take`` on a copy-free reshape. A
         ``SparseTensor`` is read through its fiber index (``gather_fibers``);
-        any :class:`tensorfact.formats.TensorFormat` through its
+        any `tensorfact.formats.TensorFormat` through its
         ``sampled_fibers``.
     rank : int
         Number of components.
     n_samples : "auto" or int
         Draws per mode update. ``"auto"``: the SPALS rule
         ``ceil(alpha * R^(N-1) * prod_{m != n} log I_m)`` of
-        :func:`spals_sample_count` (at least ``2 R``, at most the number of
+        `spals_sample_count` (at least ``2 R``, at most the number of
         Khatri-Rao rows). An int is used for every mode (capped likewise).
     alpha : float
         Constant of the sample-count rule.
@@ -117,13 +117,13 @@ def spals(
         ``"product"``: rows drawn from the product of the factors' leverage
         scores (the SPALS bound). ``"exact"``: the exact leverage scores of
         the Khatri-Rao product, drawn without forming it (Bharadwaj et al.,
-        2023; see :func:`tensorfact.sample_krp_rows`).
+        2023; see `tensorfact.sample_krp_rows`).
     deterministic_threshold : float, optional
         Include Khatri-Rao rows whose sampling probability is at least this
         value deterministically (hybrid sampling, ``sampler="product"``
         only); ``None`` disables it.
     init : {"random", "svd"} or CPTensor
-        Initial factors, as for :func:`tensorfact.cp_als`. The default is
+        Initial factors, as for `tensorfact.cp_als`. The default is
         ``"random"`` because the SVD initialisation reads the whole tensor
         (costlier than many SPALS sweeps).
     max_iter : int
@@ -152,7 +152,7 @@ def spals(
     Returns
     -------
     CPALSResult
-        As :func:`tensorfact.cp_als`. ``history.rel_error`` holds the sampled
+        As `tensorfact.cp_als`. ``history.rel_error`` holds the sampled
         estimates (the importance-weighted residual of the last mode's sampled
         problem over ``||X||``), replaced by exact values at the sweeps chosen by
         ``exact_fit_every``; ``rel_error`` is the last of them.

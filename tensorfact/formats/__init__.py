@@ -1,10 +1,10 @@
 """Data formats: the protocol every solver reads its data through, and its implementations.
 
-:class:`TensorFormat` lists the operations (norm, per-mode MTTKRP, mode Gram,
-leading subspace, exact residual, sampled fibers); :class:`DenseTensor`
-(any array API array), :class:`SparseTensor` (COO) and
-:class:`DaskDenseTensor` (a chunked ``dask.array.Array``; needs the ``dask``
-extra) implement it, and :func:`as_format` turns a solver's input into one.
+`TensorFormat` lists the operations (norm, per-mode MTTKRP, mode Gram,
+leading subspace, exact residual, sampled fibers); `DenseTensor`
+(any array API array), `SparseTensor` (COO) and
+`DaskDenseTensor` (a chunked ``dask.array.Array``; needs the ``dask``
+extra) implement it, and `as_format` turns a solver's input into one.
 A new format is one class implementing the protocol: every solver then
 accepts it.
 """

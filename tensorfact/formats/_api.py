@@ -21,7 +21,7 @@ def as_format(X: Any, /, *, check_finite: bool = True, name: str = "X") -> Tenso
         A dense array of any array API namespace (validated: real floating
         after promotion, at least two modes, no empty mode), a
         ``dask.array.Array`` (wrapped in a ``DaskDenseTensor``, read chunk by
-        chunk) or an object implementing :class:`TensorFormat`
+        chunk) or an object implementing `TensorFormat`
         (``SparseTensor``, ...), returned as it is.
     check_finite : bool
         Reject NaN/Inf in ``X`` (``ValueError``).

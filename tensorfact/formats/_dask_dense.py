@@ -4,7 +4,7 @@ The tensor stays in its chunks: on disk (zarr, a memory-mapped ``.npy``,
 HDF5) or on the workers of a cluster. The factor matrices are small and stay
 in the driver, in the chunks' namespace (NumPy, or CuPy for CuPy chunks).
 Every protocol call builds one graph, a map over the chunks followed by a
-tree reduction (``split_every``), and runs it with one :func:`dask.compute`
+tree reduction (``split_every``), and runs it with one `dask.compute`
 on whatever scheduler is active: local threads by default, a
 ``distributed.Client`` when one is current. tensorfact never creates a client.
 
@@ -52,7 +52,7 @@ class DaskDenseTensor:
 
     The MTTKRP of mode ``n`` is computed chunk by chunk: every chunk gives
     the exact dense MTTKRP of its block against the row blocks of the other
-    factors (:func:`tensorfact.tenalg.mttkrp`'s two-step kernel), the
+    factors (`tensorfact.tenalg.mttkrp`'s two-step kernel), the
     contributions of the chunks that share a mode-``n`` slab are summed by a
     tree reduction, and the slabs are concatenated. Each call reads every
     chunk once, so an ALS sweep reads the store ``N`` times. With a
@@ -77,9 +77,9 @@ class DaskDenseTensor:
     residual by blockwise reconstruction; sampled fibers read from the
     chunks the samples hit, grouped by chunk. The array is assumed not to
     change while it is in use (results are cached). An array made by
-    :func:`dask.array.from_array` of an in-memory NumPy array carries that
+    `dask.array.from_array` of an in-memory NumPy array carries that
     array in every graph: on a cluster, persist it or read it from a store
-    (:meth:`from_npy`, zarr, HDF5).
+    (`from_npy`, zarr, HDF5).
 
     Parameters
     ----------
@@ -174,9 +174,9 @@ class DaskDenseTensor:
         path : str or os.PathLike
             A ``.npy`` file of a real numeric dtype.
         chunks : dask chunk specification
-            As for :func:`dask.array.from_array` (``"auto"``: dask's default
+            As for `dask.array.from_array` (``"auto"``: dask's default
             chunk size).
-        memory_budget, split_every : see :class:`DaskDenseTensor`
+        memory_budget, split_every : see DaskDenseTensor
 
         Returns
         -------
@@ -220,7 +220,7 @@ class DaskDenseTensor:
             )
 
     def norm_sq(self) -> float:
-        """``||X||_F^2`` (the pass is shared with :meth:`check_finite`)."""
+        """``||X||_F^2`` (the pass is shared with `check_finite`)."""
         return self._norm_and_finite()[0]
 
     def max_abs(self) -> float:
@@ -313,7 +313,7 @@ class DaskDenseTensor:
     def leading_subspace(self, mode: int, k: int, rng: np.random.Generator) -> Any:
         """Leading ``k`` left singular vectors of ``unfold(X, mode)``.
 
-        As :meth:`DenseTensor.leading_subspace` (same draws from ``rng``):
+        As `DenseTensor.leading_subspace` (same draws from ``rng``):
         Gram eigenvectors for small modes (``I_mode <= 3 (k + 10)``, one
         pass), otherwise a randomised range finder with a Khatri-Rao test
         matrix (one MTTKRP pass) and one power step (one pass when the

@@ -35,7 +35,7 @@ def leading_from_gram(xp: ModuleType, G: Any, k: int) -> Any:
 class DenseTensor:
     """A dense array seen through the data-format protocol.
 
-    MTTKRP uses a :class:`tensorfact.tenalg.DimensionTree` (two GEMM passes
+    MTTKRP uses a `tensorfact.tenalg.DimensionTree` (two GEMM passes
     over ``X`` per ALS sweep, the partial contractions kept between
     consecutive modes); Gram matrices, the power step of the range finder and
     the exact residual run in blocks of bounded workspace on copy-free views
@@ -47,7 +47,7 @@ class DenseTensor:
         An array of any array API namespace with at least two modes;
         floating arrays are not copied (integers and booleans are promoted
         to the default float). NaN/Inf are not screened here
-        (:meth:`check_finite`); :func:`as_format` also refuses empty modes.
+        (`check_finite`); `as_format` also refuses empty modes.
     xp : namespace, optional
         ``X``'s namespace (looked up when omitted).
 
@@ -217,7 +217,7 @@ class DenseTensor:
         ``indices`` is a host ``(n_samples, N-1)`` integer array (the other
         modes in increasing order); returns ``(n_samples, I_mode)``. NumPy
         tensors in C order use the memory-order Numba gather
-        (:mod:`tensorfact._kernels.dense`), others ``xp.take``.
+        (`tensorfact._kernels.dense`), others ``xp.take``.
         """
         s = self.shape
         mode = check_index(mode, "mode", len(s))

@@ -18,7 +18,7 @@ sparse store on disk) plugs into every solver by implementing one class:
 ``(weights, factors)``
 ``sampled_fibers``        the mode-``n`` fibers at sampled indices of the other
 ``(n, indices)``          modes: a dense ``(n_samples, I_n)`` array or
-                          :class:`SparseRows`
+                          `SparseRows`
 ``check_finite(name)``    raise ``ValueError`` naming ``name`` on NaN/Inf
 ========================  ===================================================
 
@@ -66,7 +66,7 @@ class TensorFormat(Protocol):
 class SparseRows:
     """Sampled fibers in coordinate form: ``rows[row[t], col[t]] += val[t]``.
 
-    Returned by :meth:`TensorFormat.sampled_fibers` for sparse formats: ``row``
+    Returned by `TensorFormat.sampled_fibers` for sparse formats: ``row``
     is the sample number, ``col`` the index along the free mode, ``val`` the
     entry; ``n_columns`` is the size of the free mode.
 

@@ -2,7 +2,7 @@
 
 Sums of squares of data around ``2^±512`` (float64) overflow or underflow, so
 the norm, the error and every Gram matrix would depend on the data's units.
-:func:`safe_scale` multiplies such data by a power of two (an exact operation)
+`safe_scale` multiplies such data by a power of two (an exact operation)
 that brings its largest magnitude near 1, so the solver's iterates are the
 same, bit for bit up to that power of two, as for data in ordinary units; the
 solver divides its weights by the returned scale at the end. Data whose norm

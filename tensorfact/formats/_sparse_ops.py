@@ -1,4 +1,4 @@
-"""Sparse-format operations too large to sit in :class:`SparseTensor` itself."""
+"""Sparse-format operations too large to sit in `SparseTensor` itself."""
 
 from __future__ import annotations
 

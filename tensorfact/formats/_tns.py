@@ -2,7 +2,7 @@
 
 One nonzero per line, ``N`` indices then the value; ``#`` comments; blank
 lines ignored; ``.gz`` decompressed on the fly. The entries are yielded block
-by block, so :func:`tensorfact.datasets.read_tns` collects them and
+by block, so `tensorfact.datasets.read_tns` collects them and
 ``DaskSparseTensor.from_tns`` streams a file larger than memory into a store,
 with the same checks and line-numbered error messages. Each block (about 32 MiB of text)
 is parsed by NumPy's C parser and validated with vectorised checks; only a
@@ -137,7 +137,7 @@ class TnsReader:
     index_base : int
         Index of the first element along a mode in the file (FROSTT: 1).
     has_values : bool, optional
-        As for :func:`tensorfact.datasets.read_tns`.
+        As for `tensorfact.datasets.read_tns`.
     block_bytes : int
         Bytes of text parsed per block.
 

@@ -1,10 +1,10 @@
 """Sparse tensors in coordinate (COO) format.
 
-:class:`SparseTensor` stores the nonzeros of an N-way tensor as an
+`SparseTensor` stores the nonzeros of an N-way tensor as an
 ``(nnz, N)`` integer coordinate array and an ``(nnz,)`` value array, in
 canonical order (C order of the multi-index, duplicates summed). It plugs into
-:func:`tensorfact.cp_als` (exact sparse MTTKRP) and serves the sampled-fiber
-access of SPALS through :meth:`SparseTensor.gather_fibers`.
+`tensorfact.cp_als` (exact sparse MTTKRP) and serves the sampled-fiber
+access of SPALS through `SparseTensor.gather_fibers`.
 
 Coordinates and values may live in NumPy (Numba kernels) or any array API
 namespace (pure array-API code paths with the same results); the namespace of
@@ -67,7 +67,7 @@ class SparseTensor:
     coords : integer array of shape (nnz, N)
         One row per stored entry, one column per mode (0-based). Only the
         ``(nnz, N)`` layout is accepted (pydata ``sparse.COO`` uses
-        ``(N, nnz)``; :meth:`from_pydata` transposes). NumPy arrays, any array
+        ``(N, nnz)``; `from_pydata` transposes). NumPy arrays, any array
         API array, or nested sequences (converted with NumPy).
     values : array of shape (nnz,)
         Same namespace as ``coords``. Integer/boolean values are promoted to
@@ -94,7 +94,7 @@ class SparseTensor:
     -----
     The stored entries are kept sorted by their C-order linear index (mode 0
     slowest), duplicates summed; explicit zeros are kept. The object is
-    immutable: :attr:`coords` and :attr:`values` of NumPy tensors are
+    immutable: `coords` and `values` of NumPy tensors are
     read-only views, and no method modifies them.
 
     Two lazily built, cached indexes serve the kernels:
@@ -104,7 +104,7 @@ class SparseTensor:
     * per mode ``n``, the *fiber index*: the entries sorted by the linear index
       of all the other modes (C order over the modes ``!= n``), so the fiber
       ``X[i_0, ..., :, ..., i_{N-1}]`` is located by binary search in
-      ``O(log nnz)`` (:meth:`gather_fibers`).
+      ``O(log nnz)`` (`gather_fibers`).
 
     Examples
     --------
@@ -182,7 +182,7 @@ class SparseTensor:
 
     @property
     def values(self) -> Any:
-        """``(nnz,)`` values matching :attr:`coords` (read-only for NumPy)."""
+        """``(nnz,)`` values matching `coords` (read-only for NumPy)."""
         return self._values
 
     @property
@@ -245,7 +245,7 @@ class SparseTensor:
         return cls._trusted(xp, coords, vals, dims)
 
     def to_dense(self) -> Any:
-        """Dense array of :attr:`shape` in the tensor's namespace."""
+        """Dense array of `shape` in the tensor's namespace."""
         xp = self._xp
         total = math.prod(self._shape)
         lin = _linear_index(xp, self._coords, self._shape, list(range(self.ndim)))
@@ -345,7 +345,7 @@ class SparseTensor:
     def _mode_layout(self, mode: int) -> tuple[Any, Any, Any]:
         """Entries sorted by their mode-``mode`` index (NumPy only, cached).
 
-        See :func:`tensorfact._kernels.sparse.mode_sorted`; costs ``nnz * (N-1)``
+        See `tensorfact._kernels.sparse.mode_sorted`; costs ``nnz * (N-1)``
         indices plus ``nnz`` values of memory per mode.
         """
         key = ("layout", mode)
@@ -556,7 +556,7 @@ class SparseTensor:
     def leading_subspace(self, mode: int, k: int, rng: Any) -> Any:
         """Leading ``k`` left singular vectors of ``unfold(X, mode)``.
 
-        Eigenvectors of :meth:`mode_gram` for small modes; a randomised range
+        Eigenvectors of `mode_gram` for small modes; a randomised range
         finder on the compressed unfolding for large ones (NumPy data).
         """
         mode = self._check_mode(mode)
@@ -570,7 +570,7 @@ class SparseTensor:
         return _ops.residual_norm_sq(self, weights, list(factors))
 
     def sampled_fibers(self, mode: int, indices: Any) -> SparseRows:
-        """The sampled mode-``mode`` fibers as :class:`SparseRows` (see :meth:`gather_fibers`)."""
+        """The sampled mode-``mode`` fibers as `SparseRows` (see `gather_fibers`)."""
         pos, col, val = self.gather_fibers(mode, indices)
         return SparseRows(pos, col, val, self._shape[int(mode)])
 

@@ -1,6 +1,6 @@
 """Neural-network layers structured by tensor decompositions (needs PyTorch).
 
-Every layer here is a :class:`torch.nn.Module` that can be initialised from a
+Every layer here is a `torch.nn.Module` that can be initialised from a
 pretrained dense layer (``from_linear``, ``from_conv``, ...) and converted back
 with ``to_dense()``. PyTorch is an optional dependency of tensorfact; install
 it with ``pip install 'tensorfact[torch]'``.

@@ -73,14 +73,14 @@ def host_uniform(rng: RNG, shape: tuple[int, ...], bound: float, *, device: Any 
 
 
 def fill_normal_(param: Tensor, std: float, rng: RNG) -> None:
-    """Overwrite ``param`` with :func:`host_normal` draws (no autograd record)."""
+    """Overwrite ``param`` with `host_normal` draws (no autograd record)."""
     with torch.no_grad():
         param.copy_(host_normal(rng, tuple(param.shape), std, device=param.device,
                                 dtype=param.dtype))
 
 
 def fill_uniform_(param: Tensor, bound: float, rng: RNG) -> None:
-    """Overwrite ``param`` with :func:`host_uniform` draws (no autograd record)."""
+    """Overwrite ``param`` with `host_uniform` draws (no autograd record)."""
     with torch.no_grad():
         param.copy_(host_uniform(rng, tuple(param.shape), bound, device=param.device,
                                  dtype=param.dtype))
@@ -97,7 +97,7 @@ def host_float64(weight: Any) -> np.ndarray:
 # modules
 # --------------------------------------------------------------------------- #
 def dense_linear(weight: Tensor, bias: Tensor | None) -> nn.Linear:
-    """A new :class:`torch.nn.Linear` holding copies of ``weight`` (out, in) and ``bias``."""
+    """A new `torch.nn.Linear` holding copies of ``weight`` (out, in) and ``bias``."""
     out_features, in_features = (int(s) for s in weight.shape)
     lin = nn.Linear(in_features, out_features, bias=bias is not None,
                     device=weight.device, dtype=weight.dtype)
@@ -124,8 +124,8 @@ class StructuredLinear(nn.Module):
     """Base of the linear layers with a structured weight (Kronecker, CP, PHM).
 
     Holds ``in_features``, ``out_features`` and the optional bias (initialised
-    like :class:`torch.nn.Linear`'s); subclasses provide the differentiable
-    dense :meth:`weight` and their own factors.
+    like `torch.nn.Linear`'s); subclasses provide the differentiable
+    dense `weight` and their own factors.
     """
 
     in_features: int
@@ -147,7 +147,7 @@ class StructuredLinear(nn.Module):
             self.register_parameter("bias", None)
 
     def _reset_bias(self, rng: RNG) -> None:
-        """``U(-1/sqrt(in), 1/sqrt(in))``, :class:`torch.nn.Linear`'s default bias."""
+        """``U(-1/sqrt(in), 1/sqrt(in))``, `torch.nn.Linear`'s default bias."""
         if self.bias is not None:
             fill_uniform_(self.bias, 1.0 / math.sqrt(self.in_features), rng)
 
@@ -156,7 +156,7 @@ class StructuredLinear(nn.Module):
         raise NotImplementedError
 
     def to_dense(self) -> nn.Linear:
-        """The equivalent :class:`torch.nn.Linear` (a new layer; weights copied)."""
+        """The equivalent `torch.nn.Linear` (a new layer; weights copied)."""
         with torch.no_grad():
             return dense_linear(self.weight(), self.bias)
 

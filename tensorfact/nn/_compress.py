@@ -1,9 +1,9 @@
 """Compress the layers of a pretrained model with Kronecker decompositions.
 
-:func:`compress` swaps chosen ``nn.Linear`` / ``nn.Embedding`` / ``nn.Conv2d``
+`compress` swaps chosen ``nn.Linear`` / ``nn.Embedding`` / ``nn.Conv2d``
 modules of a copy of a model for structured ones initialised from their
-weights, and returns a frozen :class:`CompressionReport`.
-:func:`compress_state_dict` does the same to the 2-D weights of a checkpoint
+weights, and returns a frozen `CompressionReport`.
+`compress_state_dict` does the same to the 2-D weights of a checkpoint
 (the ``tensorfact compress`` command, safetensors in and out).
 """
 
@@ -52,7 +52,7 @@ MIN_FEATURES = 4
 
 @dataclass(frozen=True)
 class LayerReport:
-    """One selected layer (a row of :class:`CompressionReport`).
+    """One selected layer (a row of `CompressionReport`).
 
     Attributes
     ----------
@@ -95,7 +95,7 @@ class LayerReport:
 
     @property
     def skipped(self) -> bool:
-        """Whether the layer was left dense (see :attr:`reason`)."""
+        """Whether the layer was left dense (see `reason`)."""
         return self.reason is not None
 
     @property
@@ -106,14 +106,14 @@ class LayerReport:
 
 @dataclass(frozen=True)
 class CompressionReport:
-    """What :func:`compress` did: per-layer rows and totals.
+    """What `compress` did: per-layer rows and totals.
 
     Attributes
     ----------
     layers : tuple of LayerReport
         Replaced layers, in module order.
     kept_dense : tuple of LayerReport
-        Selected layers left dense, each with its :attr:`LayerReport.reason`.
+        Selected layers left dense, each with its `LayerReport.reason`.
     method : str
     compression : float
         Target ratio per layer.
@@ -323,25 +323,25 @@ def compress(model: nn.Module, /, *, method: str = "kronecker", compression: flo
     ========== ============================ ==========================================
     method     module                       replacement
     ========== ============================ ==========================================
-    kronecker  ``nn.Linear``                :class:`KroneckerLinear` (GKPD / Van Loan)
-    (= gkpd)   ``nn.Embedding``             :class:`KroneckerEmbedding`
+    kronecker  ``nn.Linear``                `KroneckerLinear` (GKPD / Van Loan)
+    (= gkpd)   ``nn.Embedding``             `KroneckerEmbedding`
                ``nn.Conv2d``                ``GKPDConv2d.from_conv``
     sekron     ``nn.Conv2d``                ``SeKronConv2d.from_conv``
-    cp         ``nn.Linear``                :class:`CPLinear` (CP-ALS, achieved error)
+    cp         ``nn.Linear``                `CPLinear` (CP-ALS, achieved error)
     ========== ============================ ==========================================
 
     For each layer the factor shapes and the rank are chosen so that the
     layer's weight has at most ``1 / compression`` of its parameters, taking
     among a few balanced candidate shapes the one with the smallest optimal
     error. With ``method="cp"`` the weight, reshaped to a 4-way tensor of
-    balanced modes, is fitted by :func:`tensorfact.cp_als` (SVD
+    balanced modes, is fitted by `tensorfact.cp_als` (SVD
     initialisation, seeded, deterministic) and the report's error is the one
     achieved, not an optimum; ``nn.Embedding`` and ``nn.Conv2d`` modules are
     left dense (not selected) by this method. Unselected modules are the deep
     copy's and stay bit-identical.
 
     Each selected layer is decided on its own and left dense, with the reason
-    in its :class:`LayerReport` (``report.kept_dense``), when
+    in its `LayerReport` (``report.kept_dense``), when
 
     * it is too small to gain: fewer than ``min_features`` input or output
       features (channels of a convolution, rows or columns of a table), like
@@ -365,7 +365,7 @@ def compress(model: nn.Module, /, *, method: str = "kronecker", compression: flo
     compression : float, default 2.0
         Target per-layer ratio of weight parameters, > 1.
     include, exclude : str, optional
-        Regular expressions searched (:func:`re.search`) in module names:
+        Regular expressions searched (`re.search`) in module names:
         a module is compressed when it matches ``include`` (all do when
         omitted) and does not match ``exclude``.
     max_candidates : int, default 4
@@ -478,12 +478,12 @@ def compress_state_dict(tensors: Mapping[str, np.ndarray], /, *, compression: fl
 
     A tensor ``X.weight`` of shape ``(m, n)`` becomes ``X.kron_a`` of shape
     ``(rank, m1, n1)`` and ``X.kron_b`` of shape ``(rank, m2, n2)`` (the
-    parameter names of :class:`KroneckerLinear`, so a model whose layer ``X``
+    parameter names of `KroneckerLinear`, so a model whose layer ``X``
     is a KroneckerLinear of these shapes loads them directly); a tensor not
     ending in ``.weight`` gets the suffixes appended. Everything else
     (biases, norms, 1-D and N-D tensors, unselected matrices) is copied as it
     is, and so are selected matrices left dense for the reasons of
-    :func:`compress` (fewer than ``min_features`` rows or columns, no
+    `compress` (fewer than ``min_features`` rows or columns, no
     structure reaching the target, relative error above ``max_rel_error``).
     Factors keep the tensor's dtype; the decomposition runs in float64.
 
@@ -492,7 +492,7 @@ def compress_state_dict(tensors: Mapping[str, np.ndarray], /, *, compression: fl
     tensors : mapping of str to numpy.ndarray
         E.g. ``safetensors.numpy.load_file(path)``.
     compression, include, exclude, max_candidates, max_rel_error, min_features
-        As in :func:`compress` (patterns match tensor names).
+        As in `compress` (patterns match tensor names).
     method : {"kronecker", "gkpd"}
 
     Returns

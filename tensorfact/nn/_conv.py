@@ -2,12 +2,12 @@ r"""Kronecker-structured 2-D convolutions (GKPD and SeKron) run as chains of sma
 
 The kernel ``W`` of shape ``(out, in, kh, kw)`` is a sum of N-way Kronecker
 products of 4-way factors (``i_n = j_n b_n + k_n`` in every mode, the
-convention of :func:`tensorfact.kron`):
+convention of `tensorfact.kron`):
 
 * GKPD (Hameed et al., AAAI 2022): ``W = sum_r A_r ⊗ B_r``.
 * SeKron (Hameed et al., arXiv:2210.06299): ``W = sum_{r0} A0[r0] ⊗
   sum_{r1} A1[r0, r1] ⊗ ... ⊗ A_{S-1}[r0..r_{S-2}]`` (nested sums; GKPD is
-  ``S = 2``); see :class:`tensorfact.SeKronTensor`.
+  ``S = 2``); see `tensorfact.SeKronTensor`.
 
 The kernel is never formed. Splitting every index of
 ``y[o, p] = sum_{i, h} W[o, i, h] x_pad[i, p * stride + h * dilation]``
@@ -28,7 +28,7 @@ positions that are multiples of ``G_s = gcd(stride, E_{s-1})`` (every
 with stride ``G_s / G_{s+1}`` and dilation ``E_s / G_{s+1}`` in the units of
 its input (``G_0 = stride``, ``G_S = 1``). This is exact for every stride,
 dilation and padding (padding modes included: the input is padded once with
-:func:`torch.nn.functional.pad`, as :class:`torch.nn.Conv2d` does), and
+`torch.nn.functional.pad`, as `torch.nn.Conv2d` does), and
 it subsamples as early as the structure allows; when ``stride`` is coprime to
 the inner extents the inner stages run at stride 1 and only the outermost
 one subsamples. ``groups`` must be 1.
@@ -84,7 +84,7 @@ def _padding_arg(value: Any) -> str | tuple[int, int]:
 
 def _pad_amounts(padding: str | tuple[int, int], kernel: tuple[int, int],
                  dilation: tuple[int, int]) -> tuple[int, int, int, int]:
-    """``(left, right, top, bottom)`` for :func:`torch.nn.functional.pad` (PyTorch's 'same')."""
+    """``(left, right, top, bottom)`` for `torch.nn.functional.pad` (PyTorch's 'same')."""
     if padding == "valid":
         return (0, 0, 0, 0)
     if padding == "same":
@@ -121,7 +121,7 @@ def _conv_stage(z: Tensor, weight: Tensor, stride: tuple[int, int], dilation: tu
                 groups: int) -> Tensor:
     """One valid convolution of the chain.
 
-    Ungrouped convolutions with a spatial kernel go to :func:`F.conv2d`; 1x1
+    Ungrouped convolutions with a spatial kernel go to `F.conv2d`; 1x1
     and grouped ones run as one batched GEMM per kernel tap: on CPU, oneDNN's
     1x1 path is tens of times slower than the same GEMM for channel counts
     that are not multiples of its vector width, and its grouped path is slow
@@ -325,14 +325,14 @@ class _KroneckerConvBase(nn.Module):
             self.register_parameter("bias", None)
 
     def _empty_factors(self, device: Any, dtype: Any) -> list[nn.Parameter]:
-        """Uninitialised factor parameters in the layout of :class:`tensorfact.SeKronTensor`."""
+        """Uninitialised factor parameters in the layout of `tensorfact.SeKronTensor`."""
         S = len(self.shapes)
         return [nn.Parameter(torch.empty(self.ranks[: min(s, S - 2) + 1] + sh, device=device,
                                          dtype=dtype))
                 for s, sh in enumerate(self.shapes)]
 
     def reset_parameters(self, *, rng: RNG = None) -> None:
-        """Random factors giving the kernel :class:`torch.nn.Conv2d`'s default variance.
+        """Random factors giving the kernel `torch.nn.Conv2d`'s default variance.
 
         Host draws (SPEC 7); the bias is uniform in ``±1/sqrt(fan_in)``.
         """
@@ -350,7 +350,7 @@ class _KroneckerConvBase(nn.Module):
         raise NotImplementedError
 
     def kernel(self) -> SeKronTensor:
-        """The factors as a :class:`tensorfact.SeKronTensor` (no copy; GKPD is ``S = 2``)."""
+        """The factors as a `tensorfact.SeKronTensor` (no copy; GKPD is ``S = 2``)."""
         return SeKronTensor(self._factor_list(), self.ranks)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -364,7 +364,7 @@ class _KroneckerConvBase(nn.Module):
         return self.kernel().to_dense()
 
     def to_dense(self) -> nn.Conv2d:
-        """The equivalent :class:`torch.nn.Conv2d` (a new layer; weights copied)."""
+        """The equivalent `torch.nn.Conv2d` (a new layer; weights copied)."""
         W = self.weight().detach()
         conv = nn.Conv2d(self.in_channels, self.out_channels, self.kernel_size,
                          stride=self.stride, padding=self.padding, dilation=self.dilation,
@@ -379,7 +379,7 @@ class _KroneckerConvBase(nn.Module):
 
     @property
     def n_params(self) -> int:
-        """Number of parameters: the kernel's :attr:`~tensorfact.SeKronTensor.n_params` + bias."""
+        """Number of parameters: the kernel's `n_params` + bias."""
         return self.kernel().n_params + (0 if self.bias is None else self.bias.numel())
 
     @property
@@ -431,7 +431,7 @@ class GKPDConv2d(_KroneckerConvBase):
     ``W = sum_{r<R} A_r ⊗ B_r`` with ``A_r`` of shape ``a_shape = (O_a, I_a,
     kh_a, kw_a)`` and ``B_r`` of shape ``b_shape = (O_b, I_b, kh_b, kw_b)``,
     ``W`` of shape ``(O_a O_b, I_a I_b, kh_a kh_b, kw_a kw_b)``. The forward
-    pass is two convolutions (module docstring of :mod:`tensorfact.nn._conv`):
+    pass is two convolutions (module docstring of `tensorfact.nn._conv`):
     ``B`` (dilation ``d``) on the input with ``I_a`` folded into the batch,
     then ``A`` with dilation ``d * (kh_b, kw_b)`` on the ``R I_a`` channels of
     each of the ``O_b`` outputs. Cost per output pixel (stride 1):
@@ -448,10 +448,10 @@ class GKPDConv2d(_KroneckerConvBase):
     rank : int
         Number of Kronecker terms ``R``, ``1 <= R <= min(|A|, |B|)``.
     stride, padding, dilation, groups, bias, padding_mode
-        As for :class:`torch.nn.Conv2d` (``groups`` must be 1).
+        As for `torch.nn.Conv2d` (``groups`` must be 1).
     rng : None, int or numpy.random.Generator
         Randomness for the initial factors (host draws, SPEC 7), scaled so
-        that the kernel has :class:`torch.nn.Conv2d`'s default variance.
+        that the kernel has `torch.nn.Conv2d`'s default variance.
     device, dtype
         Where the parameters live.
 
@@ -459,9 +459,9 @@ class GKPDConv2d(_KroneckerConvBase):
     ----------
     kron_a, kron_b : torch.nn.Parameter
         Shapes ``(R, *a_shape)`` and ``(R, *b_shape)`` (the storage of
-        :class:`tensorfact.KroneckerTensor`).
+        `tensorfact.KroneckerTensor`).
     plan : KroneckerPlan or None
-        Shapes, rank and optimal relative error when built by :meth:`from_conv`.
+        Shapes, rank and optimal relative error when built by `from_conv`.
 
     References
     ----------
@@ -513,7 +513,7 @@ class GKPDConv2d(_KroneckerConvBase):
                   max_candidates: int = 6) -> GKPDConv2d:
         """Initialise from a pretrained convolution by the nearest sum of Kronecker products.
 
-        The factors are the optimal ones (:func:`tensorfact.nearest_kronecker`
+        The factors are the optimal ones (`tensorfact.nearest_kronecker`
         on a float64 host copy of the kernel), cast to ``conv``'s dtype and
         device; stride, padding, dilation, padding mode and bias are copied.
 
@@ -529,8 +529,8 @@ class GKPDConv2d(_KroneckerConvBase):
             ``compression`` the full rank is used (exact reproduction).
         shapes : (a_shape, b_shape), optional
             Factor shapes. When omitted, the planner
-            (:func:`tensorfact.nn._planner.fit_kronecker`) compares
-            ``max_candidates`` candidates of :func:`tensorfact.kronecker_shapes`
+            (`tensorfact.nn._planner.fit_kronecker`) compares
+            ``max_candidates`` candidates of `tensorfact.kronecker_shapes`
             (chains cheaper than the dense convolution, largest rank first)
             and keeps the one with the smallest optimal error.
         max_candidates : int
@@ -539,15 +539,15 @@ class GKPDConv2d(_KroneckerConvBase):
         Returns
         -------
         GKPDConv2d
-            With ``plan`` (:class:`KroneckerPlan`) holding the shapes, the
+            With ``plan`` (`KroneckerPlan`) holding the shapes, the
             rank and the relative kernel error reported by
-            :func:`tensorfact.nearest_kronecker` (optimal for that shape and
+            `tensorfact.nearest_kronecker` (optimal for that shape and
             rank), which the layer attains.
 
         Raises
         ------
         TypeError
-            ``conv`` is not a :class:`torch.nn.Conv2d`.
+            ``conv`` is not a `torch.nn.Conv2d`.
         ValueError
             ``groups != 1``, both ``rank`` and ``compression``, bad shapes,
             or an unreachable compression.
@@ -566,7 +566,7 @@ class SeKronConv2d(_KroneckerConvBase):
 
     ``W = sum_{r0} A0[r0] ⊗ sum_{r1} A1[r0, r1] ⊗ ... ⊗ A_{S-1}[r0..r_{S-2}]``
     with 4-way factors of shapes ``shapes[s]`` (outermost first) and level
-    ranks ``ranks`` (see :class:`tensorfact.SeKronTensor`; ``S = 2`` is
+    ranks ``ranks`` (see `tensorfact.SeKronTensor`; ``S = 2`` is
     GKPD). The forward pass is ``S`` convolutions, innermost factor first,
     each dilated by the spatial extent of the factors inside it; the nested
     rank prefix becomes convolution groups. Parameters:
@@ -581,7 +581,7 @@ class SeKronConv2d(_KroneckerConvBase):
     ranks : int or sequence of S - 1 ints
         Level ranks (an int is used for every level).
     stride, padding, dilation, groups, bias, padding_mode
-        As for :class:`torch.nn.Conv2d` (``groups`` must be 1).
+        As for `torch.nn.Conv2d` (``groups`` must be 1).
     rng : None, int or numpy.random.Generator
         Randomness for the initial factors (host draws, SPEC 7).
     device, dtype
@@ -592,9 +592,9 @@ class SeKronConv2d(_KroneckerConvBase):
     factors : torch.nn.ParameterList
         Factor ``s`` has shape ``(R_0, ..., R_s, *shapes[s])`` (the last one
         ``(R_0, ..., R_{S-2}, *shapes[S-1])``), as in
-        :class:`tensorfact.SeKronTensor`.
+        `tensorfact.SeKronTensor`.
     plan : KroneckerPlan or None
-        Shapes, ranks and relative error when built by :meth:`from_conv`.
+        Shapes, ranks and relative error when built by `from_conv`.
 
     References
     ----------
@@ -643,7 +643,7 @@ class SeKronConv2d(_KroneckerConvBase):
                   compression: float | None = None,
                   shapes: Sequence[Sequence[int]] | None = None, n_factors: int = 3,
                   max_candidates: int = 6) -> SeKronConv2d:
-        """Initialise from a pretrained convolution by :func:`tensorfact.sekron`.
+        """Initialise from a pretrained convolution by `tensorfact.sekron`.
 
         Parameters
         ----------
@@ -657,7 +657,7 @@ class SeKronConv2d(_KroneckerConvBase):
             ``compression`` every level has full rank (exact reproduction).
         shapes : sequence of 4-tuples, optional
             Factor shapes (outermost first); when omitted, the planner
-            (:func:`tensorfact.nn._planner.fit_kronecker`) compares
+            (`tensorfact.nn._planner.fit_kronecker`) compares
             ``max_candidates`` ``n_factors``-factor candidates (chains cheaper
             than the dense convolution, largest ranks first) and keeps the one
             with the smallest error.
@@ -669,14 +669,14 @@ class SeKronConv2d(_KroneckerConvBase):
         Returns
         -------
         SeKronConv2d
-            With ``plan`` (:class:`KroneckerPlan`) holding the relative
-            kernel error reported by :func:`tensorfact.sekron`, which the
+            With ``plan`` (`KroneckerPlan`) holding the relative
+            kernel error reported by `tensorfact.sekron`, which the
             layer attains.
 
         Raises
         ------
         TypeError
-            ``conv`` is not a :class:`torch.nn.Conv2d`.
+            ``conv`` is not a `torch.nn.Conv2d`.
         ValueError
             ``groups != 1``, both ``rank`` and ``compression``, bad shapes,
             or an unreachable compression.

@@ -6,7 +6,7 @@ a tensor of shape ``out_shape + in_shape``, is a rank-``R`` CP tensor
 pass contracts the input with the input-mode factors one mode at a time,
 scales by the weights and expands through the output-mode factors; ``W`` is
 never formed. Layers are initialised from pretrained dense layers by
-:func:`tensorfact.cp_als`, which is a local method: the recorded error is the
+`tensorfact.cp_als`, which is a local method: the recorded error is the
 one achieved, not an optimum.
 """
 
@@ -30,7 +30,7 @@ __all__ = ["CPLinear", "CPPlan"]
 
 @dataclass(frozen=True)
 class CPPlan:
-    """Shapes, rank and achieved error of the CP initialisation of a :class:`CPLinear`.
+    """Shapes, rank and achieved error of the CP initialisation of a `CPLinear`.
 
     Attributes
     ----------
@@ -39,7 +39,7 @@ class CPPlan:
     rank : int
         Number of CP components.
     rel_error : float
-        ``||W - W_cp||_F / ||W||_F`` achieved by :func:`tensorfact.cp_als`,
+        ``||W - W_cp||_F / ||W||_F`` achieved by `tensorfact.cp_als`,
         computed exactly in float64 from the fitted factors (CP-ALS is a local
         method: this is not the best rank-``rank`` error, which is not
         computable in general).
@@ -108,16 +108,16 @@ class CPLinear(StructuredLinear):
     rng : None, int or numpy.random.Generator
         Randomness of the initial factors and bias (host draws, SPEC 7).
     dtype, device : optional
-        As for :class:`torch.nn.Linear`.
+        As for `torch.nn.Linear`.
 
     Attributes
     ----------
-    cp_weights : Parameter of shape ``(rank,)``
-    out_factors : ParameterList of ``(out_shape[k], rank)`` matrices
-    in_factors : ParameterList of ``(in_shape[k], rank)`` matrices
-    bias : Parameter of shape ``(out_features,)`` or None
+    cp_weights : Parameter of shape (rank,)
+    out_factors : ParameterList of (out_shape[k], rank) matrices
+    in_factors : ParameterList of (in_shape[k], rank) matrices
+    bias : Parameter of shape (out_features,) or None
     plan : CPPlan or None
-        Set by :meth:`from_linear`.
+        Set by `from_linear`.
 
     References
     ----------
@@ -148,7 +148,7 @@ class CPLinear(StructuredLinear):
         outs = _check_shape(out_shape, self.out_features, "out_shape")
         self.rank = rank = check_count(rank, "rank")
         self.in_shape, self.out_shape = ins, outs
-        #: set by :meth:`from_linear`: shapes, rank and achieved CP-ALS error
+        #: set by `from_linear`: shapes, rank and achieved CP-ALS error
         self.plan: CPPlan | None = None
         kw: dict[str, Any] = {"device": device, "dtype": dtype}
         self.cp_weights = nn.Parameter(torch.empty(rank, **kw))
@@ -160,7 +160,7 @@ class CPLinear(StructuredLinear):
         self.reset_parameters(rng=rng)
 
     def reset_parameters(self, *, rng: RNG = None) -> None:
-        """Random factors (unit weights) with the weight variance of :class:`torch.nn.Linear`.
+        """Random factors (unit weights) with the weight variance of `torch.nn.Linear`.
 
         Host draws (SPEC 7).
         """
@@ -184,7 +184,7 @@ class CPLinear(StructuredLinear):
         """Initialise from a dense layer by CP-ALS on its reshaped weight.
 
         The weight is copied to the host in float64, reshaped to
-        ``out_shape + in_shape`` and fitted by :func:`tensorfact.cp_als`
+        ``out_shape + in_shape`` and fitted by `tensorfact.cp_als`
         (``init="svd"``); the factors are then cast to the layer's dtype and
         device, and the bias is copied.
 
@@ -195,7 +195,7 @@ class CPLinear(StructuredLinear):
         rank : int, optional
             Number of CP components (capped, as is the rank a compression
             target gives, at ``min_n prod_{k != n} I_k`` over the modes ``I``,
-            the largest rank :func:`tensorfact.cp_als` accepts).
+            the largest rank `tensorfact.cp_als` accepts).
         compression : float, optional
             Target ratio of weight parameters (dense / CP); the rank is the
             largest with ``rank (sum(out_shape) + sum(in_shape) + 1) <=
@@ -216,13 +216,13 @@ class CPLinear(StructuredLinear):
         Returns
         -------
         CPLinear
-            Its attribute ``plan`` (:class:`CPPlan`) records shapes, rank and
+            Its attribute ``plan`` (`CPPlan`) records shapes, rank and
             the achieved relative error of the weight.
 
         Raises
         ------
         TypeError
-            ``linear`` is not a :class:`torch.nn.Linear`.
+            ``linear`` is not a `torch.nn.Linear`.
         ValueError
             Both or neither of ``rank``/``compression``, bad ``shapes``, or a
             compression target that not even rank 1 meets.

@@ -1,12 +1,12 @@
 """Kronecker-factored linear and embedding layers (Shapeshifter / GKPD).
 
-The weight of :class:`KroneckerLinear` is ``W = sum_r A_r ⊗ B_r`` and is never
+The weight of `KroneckerLinear` is ``W = sum_r A_r ⊗ B_r`` and is never
 formed: the forward pass multiplies by the factors one mode at a time
-(:func:`tensorfact.kron_matmul`, in the cheaper contraction order). Layers are
+(`tensorfact.kron_matmul`, in the cheaper contraction order). Layers are
 initialised from pretrained dense layers by the nearest sum of Kronecker
-products (:func:`tensorfact.nearest_kronecker`, Van Loan–Pitsianis), which is
+products (`tensorfact.nearest_kronecker`, Van Loan–Pitsianis), which is
 optimal in the Frobenius norm for the chosen shapes and rank; shapes and rank
-come from :func:`tensorfact.nn._planner.fit_kronecker`.
+come from `tensorfact.nn._planner.fit_kronecker`.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ class KroneckerLinear(StructuredLinear):
     ``y = x W^T + b`` with ``W = sum_{r<R} A_r ⊗ B_r``, ``A_r`` of shape
     ``(m1, n1)`` and ``B_r`` of shape ``(m2, n2)``, ``out_features = m1 m2``,
     ``in_features = n1 n2``. The product with ``W`` is computed mode by mode
-    by :func:`tensorfact.kron_matmul` without forming ``W``: for square
+    by `tensorfact.kron_matmul` without forming ``W``: for square
     factors of side ``sqrt(n)`` it costs ``2 R n^{1.5}`` multiplies per row
     instead of ``n^2``.
 
@@ -57,16 +57,16 @@ class KroneckerLinear(StructuredLinear):
     rng : None, int or numpy.random.Generator
         Randomness of the initial factors and bias (host draws, SPEC 7).
     device, dtype : optional
-        As for :class:`torch.nn.Linear`.
+        As for `torch.nn.Linear`.
 
     Attributes
     ----------
-    kron_a : Parameter of shape ``(rank, m1, n1)``
-    kron_b : Parameter of shape ``(rank, m2, n2)``
-    bias : Parameter of shape ``(out_features,)`` or None
+    kron_a : Parameter of shape (rank, m1, n1)
+    kron_b : Parameter of shape (rank, m2, n2)
+    bias : Parameter of shape (out_features,) or None
     plan : KroneckerPlan or None
         Shapes, rank and optimal error of the initialisation, set by
-        :meth:`from_linear`.
+        `from_linear`.
 
     References
     ----------
@@ -109,7 +109,7 @@ class KroneckerLinear(StructuredLinear):
         self.reset_parameters(rng=rng)
 
     def reset_parameters(self, *, rng: RNG = None) -> None:
-        """Random factors with the weight variance of :class:`torch.nn.Linear` (host draws)."""
+        """Random factors with the weight variance of `torch.nn.Linear` (host draws)."""
         gen = check_rng(rng)
         # Var(W_ij) = rank * std^4 = 1 / (3 fan_in), the variance of nn.Linear's default init
         std = (1.0 / (3.0 * self.in_features * self.rank)) ** 0.25
@@ -136,26 +136,26 @@ class KroneckerLinear(StructuredLinear):
         compression : float, optional
             Target ratio of weight parameters (dense / factored); the rank is
             the largest meeting it and the shapes the best of a few candidates
-            (see :func:`tensorfact.nn._planner.fit_kronecker`). With neither
+            (see `tensorfact.nn._planner.fit_kronecker`). With neither
             ``rank`` nor ``compression`` the full rank is used and the layer
             reproduces ``linear`` exactly (up to rounding).
         shapes : ((m1, n1), (m2, n2)), optional
             Factor shapes; the most balanced candidate of
-            :func:`tensorfact.kronecker_shapes` when omitted.
+            `tensorfact.kronecker_shapes` when omitted.
         max_candidates : int, default 4
             Candidate shapes compared with a compression target.
 
         Returns
         -------
         KroneckerLinear
-            Its attribute ``plan`` (:class:`KroneckerPlan`) records the shapes,
+            Its attribute ``plan`` (`KroneckerPlan`) records the shapes,
             rank and the optimal relative error ``||W - W_R|| / ||W||``, which
             the layer attains.
 
         Raises
         ------
         TypeError
-            ``linear`` is not a :class:`torch.nn.Linear`.
+            ``linear`` is not a `torch.nn.Linear`.
         ValueError
             Bad ``rank``/``compression``/``shapes``.
         """
@@ -245,7 +245,7 @@ class KroneckerEmbedding(nn.Module):
         ``ceil(num_embeddings / p1)``.
     rank : int, default 1
     padding_idx : int, optional
-        Accepted for API parity with :class:`torch.nn.Embedding`; recorded and
+        Accepted for API parity with `torch.nn.Embedding`; recorded and
         copied to ``to_dense()`` (its row is not forced to zero).
     rng : None, int or numpy.random.Generator
         Randomness of the initial factors (host draws, SPEC 7).
@@ -285,7 +285,7 @@ class KroneckerEmbedding(nn.Module):
         self.num_embeddings, self.embedding_dim, self.rank = num, dim, rank
         self.padding_idx = padding_idx
         self.a_shape, self.b_shape = a, (p2, dim // a[1])
-        #: set by :meth:`from_embedding`: shapes, rank and optimal error of the initialisation
+        #: set by `from_embedding`: shapes, rank and optimal error of the initialisation
         self.plan: KroneckerPlan | None = None
         kw: dict[str, Any] = {"device": device, "dtype": dtype}
         self.kron_a = nn.Parameter(torch.empty((rank, *self.a_shape), **kw))
@@ -309,7 +309,7 @@ class KroneckerEmbedding(nn.Module):
         The table is padded with zero rows up to a multiple of ``p2`` when the
         number of rows does not factor; the reported error (attribute
         ``plan``) is that of the padded table, whose norm is the table's.
-        Arguments as in :meth:`KroneckerLinear.from_linear`; ``shapes`` is
+        Arguments as in `KroneckerLinear.from_linear`; ``shapes`` is
         ``((p1, q1), (p2, q2))`` with ``p1 p2 >= num_embeddings``.
         """
         if not isinstance(embedding, nn.Embedding):
@@ -362,7 +362,7 @@ class KroneckerEmbedding(nn.Module):
         return kron_dense(self.kron_a, self.kron_b)[: self.num_embeddings]
 
     def to_dense(self) -> nn.Embedding:
-        """The equivalent :class:`torch.nn.Embedding` (a new module; table copied)."""
+        """The equivalent `torch.nn.Embedding` (a new module; table copied)."""
         emb = nn.Embedding(self.num_embeddings, self.embedding_dim,
                            padding_idx=self.padding_idx, device=self.kron_a.device,
                            dtype=self.kron_a.dtype)

@@ -35,7 +35,7 @@ def _param(p: nn.Parameter | None) -> nn.Parameter:
 class PHMRules(nn.Module):
     """The ``n`` rule matrices ``A_i`` (each ``n x n``) of PHM layers, shareable.
 
-    Pass one instance to several :class:`PHMLinear` layers to share the rules
+    Pass one instance to several `PHMLinear` layers to share the rules
     (Compacter's "slow" weights); a shared instance is one set of parameters
     (``model.parameters()`` yields it once).
 
@@ -49,7 +49,7 @@ class PHMRules(nn.Module):
 
     Attributes
     ----------
-    weight : Parameter of shape ``(n, n, n)``
+    weight : Parameter of shape (n, n, n)
         ``weight[i]`` is ``A_i``.
     """
 
@@ -75,7 +75,7 @@ class PHMLinear(StructuredLinear):
     ``y = x W^T + b`` with rules ``A_i`` of shape ``(n, n)`` and blocks
     ``B_i`` of shape ``(out_features / n, in_features / n)``; optionally
     ``B_i = s_i t_i^T`` of rank ``rank`` (Compacter's low-rank PHM). The
-    product with ``W`` is computed by :func:`tensorfact.kron_matmul` without
+    product with ``W`` is computed by `tensorfact.kron_matmul` without
     forming ``W``.
 
     Parameters
@@ -88,7 +88,7 @@ class PHMLinear(StructuredLinear):
         Rank of each ``B_i``; ``None`` stores full blocks.
     bias : bool, default True
     rules : PHMRules, optional
-        Shared rules; a new :class:`PHMRules` of size ``n`` when omitted.
+        Shared rules; a new `PHMRules` of size ``n`` when omitted.
     rng : None, int or numpy.random.Generator
         Randomness of the initial blocks, bias and new rules (host draws, SPEC 7).
     device, dtype : optional
@@ -153,7 +153,7 @@ class PHMLinear(StructuredLinear):
         self.reset_parameters(rng=gen)
 
     def reset_parameters(self, *, rng: RNG = None) -> None:
-        """Blocks scaled so that ``W`` has the entry variance of :class:`torch.nn.Linear`.
+        """Blocks scaled so that ``W`` has the entry variance of `torch.nn.Linear`.
 
         Host draws (SPEC 7); the (possibly shared) rules are left as they are.
         """
@@ -205,8 +205,8 @@ class CompacterAdapter(nn.Module):
     r"""Compacter adapter: ``h + up(f(down(h)))`` with low-rank PHM projections.
 
     ``down`` maps the hidden size ``k`` to the bottleneck ``d`` and ``up`` maps
-    back, both :class:`PHMLinear` with rank-1 blocks and the same (usually
-    model-wide) :class:`PHMRules`. Weight parameters: ``2 (k + d)`` per adapter
+    back, both `PHMLinear` with rank-1 blocks and the same (usually
+    model-wide) `PHMRules`. Weight parameters: ``2 (k + d)`` per adapter
     plus the ``n^3`` shared rules; with adapters after the attention and the
     feed-forward block of each of ``L`` layers (Compacter) this totals
     ``4 L (k + d) + n^3``, and ``2 L (k + d) + n^3`` with the feed-forward
@@ -343,7 +343,7 @@ def add_adapters(model: nn.Module, /, *, targets: str | Sequence[str],
         one adapter after the attention output projection and one after the
         feed-forward output of every layer; Compacter++ only the latter.
     reduction, bottleneck, n, activation
-        As in :class:`CompacterAdapter`; one :class:`PHMRules` of size ``n``
+        As in `CompacterAdapter`; one `PHMRules` of size ``n``
         is shared by all inserted adapters.
     dim : int, optional
         Hidden size, inferred from each target (``out_features`` of a Linear,

@@ -1,22 +1,22 @@
 """The one planner of the Kronecker-structured layers: factor shapes and ranks for a weight.
 
-Every structured layer (:class:`KroneckerLinear`, :class:`KroneckerEmbedding`,
-:class:`GKPDConv2d`, :class:`SeKronConv2d`) and :func:`compress` choose their
+Every structured layer (`KroneckerLinear`, `KroneckerEmbedding`,
+`GKPDConv2d`, `SeKronConv2d`) and `compress` choose their
 factorisation here, in four steps:
 
 1. candidate factor shapes: the given ``shapes``, or every nontrivial
    ``n_factors``-factor split of the weight's modes from
-   :func:`tensorfact.kronecker_shapes`;
+   `tensorfact.kronecker_shapes`;
 2. ranks per candidate: the largest uniform rank within the parameter budget
    of a ``compression`` target (counted by
-   :meth:`tensorfact.SeKronTensor.n_params_for`), the requested ``rank``
+   `tensorfact.SeKronTensor.n_params_for`), the requested ``rank``
    (capped at each level's maximum), or full rank;
 3. a short list, ordered by the cost model of the product the layer computes
-   (``product="matmul"``: :func:`tensorfact.kron_matmul`; ``product="conv"``:
-   the chain of convolutions of :func:`kronecker_conv2d`);
+   (``product="matmul"``: `tensorfact.kron_matmul`; ``product="conv"``:
+   the chain of convolutions of `kronecker_conv2d`);
 4. the candidate with the smallest optimal error is decomposed by
-   :func:`tensorfact.nearest_kronecker` (two factors) or
-   :func:`tensorfact.sekron`, in float64 on the host.
+   `tensorfact.nearest_kronecker` (two factors) or
+   `tensorfact.sekron`, in float64 on the host.
 """
 
 from __future__ import annotations
@@ -51,18 +51,18 @@ class KroneckerPlan:
     ----------
     shapes : tuple of tuple of int
         The ``S`` factor shapes, outermost first; their elementwise product
-        is the weight's shape (for :class:`KroneckerEmbedding`, of the table
+        is the weight's shape (for `KroneckerEmbedding`, of the table
         padded to ``p1 p2`` rows).
     ranks : tuple of int
         ``(R,)`` for a sum of ``R`` Kronecker products (two factors); the
         SeKron level ranks ``(R_0, ..., R_{S-2})`` otherwise.
     rel_error : float
         ``||W - W_approx||_F / ||W||_F`` reported by
-        :func:`tensorfact.nearest_kronecker` / :func:`tensorfact.sekron` for
+        `tensorfact.nearest_kronecker` / `tensorfact.sekron` for
         these shapes and ranks (optimal for two factors), which the layer
         attains.
     n_params : int
-        Parameters of the factors (:attr:`tensorfact.SeKronTensor.n_params`).
+        Parameters of the factors (`tensorfact.SeKronTensor.n_params`).
     """
 
     shapes: Shapes
@@ -108,7 +108,7 @@ class KroneckerPlan:
 
 @dataclass(frozen=True)
 class KroneckerFit:
-    """A plan and its factors (float64 host arrays in the layout of :class:`SeKronTensor`)."""
+    """A plan and its factors (float64 host arrays in the layout of `SeKronTensor`)."""
 
     plan: KroneckerPlan
     factors: tuple[np.ndarray, ...]
@@ -186,7 +186,7 @@ def _matmul_key(shapes: Shapes) -> tuple[int, float]:
 
 def _short_list_matmul(options: list[_Option], shape: tuple[int, ...], max_candidates: int,
                        target: bool) -> list[_Option]:
-    """For :func:`kron_matmul`: the most balanced shapes; one unless there is a target."""
+    """For `kron_matmul`: the most balanced shapes; one unless there is a target."""
     ordered = sorted(options, key=lambda o: _matmul_key(o[0]))
     return ordered[: max_candidates if target else 1]
 
@@ -279,7 +279,7 @@ def _options(W: np.ndarray, n_factors: int, rank: Any, compression: Any, shapes:
 
 
 def _two_factor_error(W: np.ndarray, shapes: Shapes, rank: int) -> float:
-    """The optimal relative error :func:`nearest_kronecker` reports, from singular values only.
+    """The optimal relative error `nearest_kronecker` reports, from singular values only.
 
     Eckart–Young on the Van Loan rearrangement: ``sqrt(sum_{i>=R} s_i^2 / sum s_i^2)``.
     """
@@ -327,12 +327,12 @@ def fit_kronecker(weight: Any, /, *, product: str = "matmul", n_factors: int = 2
         Factor shapes; chosen among the candidates when omitted.
     max_candidates : int, default 4
         Candidates compared (one SVD of the rearranged weight each for two
-        factors, one :func:`tensorfact.sekron` each otherwise).
+        factors, one `tensorfact.sekron` each otherwise).
 
     Returns
     -------
     KroneckerFit
-        The :class:`KroneckerPlan` with the smallest optimal error among the
+        The `KroneckerPlan` with the smallest optimal error among the
         compared candidates (the first one on ties) and its factors.
 
     Raises
@@ -367,7 +367,7 @@ def fit_kronecker(weight: Any, /, *, product: str = "matmul", n_factors: int = 2
 def plan_kronecker(weight: Any, /, *, product: str = "matmul", n_factors: int = 2,
                    rank: Any = None, compression: float | None = None, shapes: Any = None,
                    max_candidates: int = 4) -> KroneckerPlan:
-    """The plan of :func:`fit_kronecker` (same arguments), without the factors."""
+    """The plan of `fit_kronecker` (same arguments), without the factors."""
     return fit_kronecker(weight, product=product, n_factors=n_factors, rank=rank,
                          compression=compression, shapes=shapes,
                          max_candidates=max_candidates).plan

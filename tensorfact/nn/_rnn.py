@@ -142,7 +142,7 @@ class SecondOrderRNNCell(_SecondOrderBase):
         The activation ``g``.
     rng : None, int or numpy.random.Generator
         Randomness for the initial weights (drawn on the host, SPEC 7):
-        uniform in ``(-1/sqrt(H), 1/sqrt(H))`` like :class:`torch.nn.RNNCell`,
+        uniform in ``(-1/sqrt(H), 1/sqrt(H))`` like `torch.nn.RNNCell`,
         and ``T`` uniform in ``(-1/H, 1/H)``.
     device, dtype
         Where the parameters live.
@@ -152,7 +152,7 @@ class SecondOrderRNNCell(_SecondOrderBase):
     weight_hxh : torch.nn.Parameter
         ``T``, shape ``(H, D, H)``.
     weight_hh, weight_ih, bias : torch.nn.Parameter
-        ``V`` (H, H), ``U`` (H, D) and ``b`` (H,), as in :class:`torch.nn.RNNCell`.
+        ``V`` (H, H), ``U`` (H, D) and ``b`` (H,), as in `torch.nn.RNNCell`.
 
     References
     ----------
@@ -193,7 +193,7 @@ class CPRNNCell(_SecondOrderBase):
     r"""Second-order RNN cell with a rank-``R`` CP tensor (CPRNN).
 
     ``h_t = g(C[(A^T h_{t-1}) * (B^T x_t)] + V h_{t-1} + U x_t + b)``, i.e. the
-    2RNN of :class:`SecondOrderRNNCell` with ``T = [[A, B, C]]``,
+    2RNN of `SecondOrderRNNCell` with ``T = [[A, B, C]]``,
     ``T[i, j, k] = sum_r A[i, r] B[j, r] C[k, r]``. Parameters:
     ``R (2H + D) + H^2 + H D (+ H)``.
 
@@ -209,7 +209,7 @@ class CPRNNCell(_SecondOrderBase):
         The activation ``g``.
     rng : None, int or numpy.random.Generator
         Randomness for the initial weights (host draws, SPEC 7). ``V, U, b``
-        as in :class:`torch.nn.RNNCell`; ``A, B, C`` uniform with bounds that
+        as in `torch.nn.RNNCell`; ``A, B, C`` uniform with bounds that
         give the bilinear term the scale of the dense cell's initialisation.
     device, dtype
         Where the parameters live.
@@ -222,7 +222,7 @@ class CPRNNCell(_SecondOrderBase):
         ``V``, ``U`` and ``b``.
     init_rel_error : float or None
         Relative CP reconstruction error ``||T - [[A, B, C]]|| / ||T||`` when
-        built by :meth:`from_second_order`, else ``None``.
+        built by `from_second_order`, else ``None``.
 
     References
     ----------
@@ -267,7 +267,7 @@ class CPRNNCell(_SecondOrderBase):
                 f"nonlinearity={self.nonlinearity!r}")
 
     def to_dense(self) -> SecondOrderRNNCell:
-        """The equivalent :class:`SecondOrderRNNCell` (``T = [[A, B, C]]`` materialised)."""
+        """The equivalent `SecondOrderRNNCell` (``T = [[A, B, C]]`` materialised)."""
         p = self.factor_h
         dense = SecondOrderRNNCell(self.input_size, self.hidden_size, bias=self.bias is not None,
                                    nonlinearity=self.nonlinearity, rng=0, device=p.device,
@@ -285,7 +285,7 @@ class CPRNNCell(_SecondOrderBase):
         """CPRNN cell whose ``A, B, C`` are a rank-``rank`` CP-ALS fit of ``cell``'s tensor.
 
         ``V``, ``U`` and ``b`` are copied. The CP fit runs
-        :func:`tensorfact.cp_als` on a float64 host copy of ``T`` (``H^2 D``
+        `tensorfact.cp_als` on a float64 host copy of ``T`` (``H^2 D``
         numbers; the factors are cast back to the cell's dtype and device) and
         its relative error is stored in ``init_rel_error`` (and equals
         ``||T - to_dense().weight_hxh|| / ||T||`` up to rounding). CP weights
@@ -298,7 +298,7 @@ class CPRNNCell(_SecondOrderBase):
         rank : int
             CP rank ``R``.
         max_iter, tol, n_init, rng
-            Passed to :func:`tensorfact.cp_als`.
+            Passed to `tensorfact.cp_als`.
 
         Returns
         -------
@@ -308,7 +308,7 @@ class CPRNNCell(_SecondOrderBase):
         Raises
         ------
         TypeError
-            ``cell`` is not a :class:`SecondOrderRNNCell`.
+            ``cell`` is not a `SecondOrderRNNCell`.
         """
         if not isinstance(cell, SecondOrderRNNCell):
             raise TypeError(f"cell must be a SecondOrderRNNCell, got {type(cell).__name__}")
@@ -395,9 +395,9 @@ class _SequenceBase(nn.Module):
 
 
 class SecondOrderRNN(_SequenceBase):
-    """Dense second-order RNN over batch-first sequences (a :class:`SecondOrderRNNCell` loop).
+    """Dense second-order RNN over batch-first sequences (a `SecondOrderRNNCell` loop).
 
-    Parameters are those of :class:`SecondOrderRNNCell`.
+    Parameters are those of `SecondOrderRNNCell`.
 
     Examples
     --------
@@ -418,9 +418,9 @@ class SecondOrderRNN(_SequenceBase):
 
 
 class CPRNN(_SequenceBase):
-    """CPRNN over batch-first sequences (a :class:`CPRNNCell` loop).
+    """CPRNN over batch-first sequences (a `CPRNNCell` loop).
 
-    Parameters are those of :class:`CPRNNCell`.
+    Parameters are those of `CPRNNCell`.
 
     References
     ----------
@@ -452,11 +452,11 @@ class CPRNN(_SequenceBase):
 
     @property
     def init_rel_error(self) -> float | None:
-        """The cell's CP reconstruction error (see :meth:`CPRNNCell.from_second_order`)."""
+        """The cell's CP reconstruction error (see `CPRNNCell.from_second_order`)."""
         return self.cell.init_rel_error
 
     def to_dense(self) -> SecondOrderRNN:
-        """The equivalent :class:`SecondOrderRNN`."""
+        """The equivalent `SecondOrderRNN`."""
         c = self.cell
         out = SecondOrderRNN(c.input_size, c.hidden_size, rng=0,
                              device=c.factor_h.device, dtype=c.factor_h.dtype)
@@ -466,7 +466,7 @@ class CPRNN(_SequenceBase):
     @classmethod
     def from_second_order(cls, rnn: SecondOrderRNN | SecondOrderRNNCell, rank: int,
                           **kwargs: Any) -> CPRNN:
-        """CPRNN initialised from a dense 2RNN by CP-ALS (:meth:`CPRNNCell.from_second_order`)."""
+        """CPRNN initialised from a dense 2RNN by CP-ALS (`CPRNNCell.from_second_order`)."""
         cell = rnn.cell if isinstance(rnn, SecondOrderRNN) else rnn
         if not isinstance(cell, SecondOrderRNNCell):
             raise TypeError(f"rnn must be a SecondOrderRNN or SecondOrderRNNCell, "

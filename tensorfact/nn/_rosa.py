@@ -3,11 +3,11 @@
 A pretrained weight ``W = U diag(s) V^T`` is split into a frozen part and a
 trainable rank-``r`` part spanned by ``r`` singular triplets drawn uniformly at
 random (Hameed, Milios, Reddy, Rabusseau, 2024). Training updates only the
-small factors; :meth:`ROSALinear.resample` folds them back into the weight and
+small factors; `ROSALinear.resample` folds them back into the weight and
 draws a fresh random subspace of the updated weight, so that over successive
 resamplings the adapted subspace is not restricted to rank ``r`` (unlike
-LoRA). After training, :meth:`ROSALinear.merge` gives a plain
-:class:`torch.nn.Linear`: no extra inference latency.
+LoRA). After training, `ROSALinear.merge` gives a plain
+`torch.nn.Linear`: no extra inference latency.
 """
 
 from __future__ import annotations
@@ -35,14 +35,14 @@ class ROSALinear(nn.Module):
     ``y = x (W_f + U_r V_r)^T + b`` where ``W_f`` (buffer ``weight_frozen``)
     is frozen and ``U_r`` (``out x r``, parameter ``subspace_up``), ``V_r``
     (``r x in``, parameter ``subspace_down``) are trainable. On construction
-    and on every :meth:`resample`, ``W = W_f + U_r V_r`` is decomposed as
+    and on every `resample`, ``W = W_f + U_r V_r`` is decomposed as
     ``W = U diag(s) V^T`` (in float64), ``r`` indices ``S`` are drawn
     uniformly without replacement from ``range(min(out, in))``, and
     ``U_r = U[:, S] diag(s_S)``, ``V_r = V[:, S]^T`` (orthonormal rows, the
     paper's factorisation), ``W_f = W - U_r V_r``. The function is the same
     before and after resampling up to rounding of ``W_f + U_r V_r``.
 
-    Build it with :meth:`from_linear` (or :func:`rosa` for a whole model).
+    Build it with `from_linear` (or `rosa` for a whole model).
 
     Parameters
     ----------
@@ -56,7 +56,7 @@ class ROSALinear(nn.Module):
         Whether the bias is trainable (frozen by default).
     rng : None, int or numpy.random.Generator
         Randomness for the subspace draws (SPEC 7, drawn on the host); kept
-        and reused by :meth:`resample` when it gets no ``rng``.
+        and reused by `resample` when it gets no ``rng``.
     device, dtype
         Where the tensors live.
 
@@ -73,7 +73,7 @@ class ROSALinear(nn.Module):
 
     Notes
     -----
-    After :meth:`resample` the optimizer's running statistics (Adam moments)
+    After `resample` the optimizer's running statistics (Adam moments)
     refer to the previous subspace; the paper restarts them, which is done
     by creating a new optimizer (the parameters keep their identity).
 
@@ -125,7 +125,7 @@ class ROSALinear(nn.Module):
     @classmethod
     def from_linear(cls, linear: nn.Linear, rank: int, *, train_bias: bool = False,
                     rng: RNG = None) -> ROSALinear:
-        """Wrap a pretrained :class:`torch.nn.Linear` (copied, not modified).
+        """Wrap a pretrained `torch.nn.Linear` (copied, not modified).
 
         The result computes the same function as ``linear`` (to rounding) and
         has a freshly drawn random subspace.
@@ -148,7 +148,7 @@ class ROSALinear(nn.Module):
         Raises
         ------
         TypeError
-            ``linear`` is not a :class:`torch.nn.Linear`.
+            ``linear`` is not a `torch.nn.Linear`.
         """
         if not isinstance(linear, nn.Linear):
             raise TypeError(f"linear must be a torch.nn.Linear, got {type(linear).__name__}")
@@ -210,11 +210,11 @@ class ROSALinear(nn.Module):
 
     @torch.no_grad()
     def merge(self) -> nn.Linear:
-        """A plain :class:`torch.nn.Linear` with weight ``W_f + U_r V_r`` (same function)."""
+        """A plain `torch.nn.Linear` with weight ``W_f + U_r V_r`` (same function)."""
         return dense_linear(self.weight().detach(), self.bias).train(self.training)
 
     def to_dense(self) -> nn.Linear:
-        """Same as :meth:`merge`."""
+        """Same as `merge`."""
         return self.merge()
 
     def extra_repr(self) -> str:
@@ -246,7 +246,7 @@ def _as_matcher(sel: Selector, name: str) -> Callable[[str, nn.Module], bool] | 
 def rosa(model: nn.Module, /, rank: int, *, include: Selector = None, exclude: Selector = None,
          train_bias: bool = False, inplace: bool = False,
          rng: RNG = None) -> nn.Module:
-    """Wrap the chosen linear layers of ``model`` in :class:`ROSALinear` and freeze the rest.
+    """Wrap the chosen linear layers of ``model`` in `ROSALinear` and freeze the rest.
 
     Parameters
     ----------
@@ -255,7 +255,7 @@ def rosa(model: nn.Module, /, rank: int, *, include: Selector = None, exclude: S
     rank : int
         Subspace dimension of every wrapped layer.
     include, exclude : None, str, sequence of str or callable
-        Which :class:`torch.nn.Linear` submodules to wrap, by qualified name
+        Which `torch.nn.Linear` submodules to wrap, by qualified name
         (``model.named_modules()``): glob patterns (``fnmatch``, e.g.
         ``"encoder.*"``) or a predicate ``f(name, module) -> bool``.
         ``include=None`` takes every linear layer; ``exclude`` wins.
@@ -308,7 +308,7 @@ def rosa(model: nn.Module, /, rank: int, *, include: Selector = None, exclude: S
 
 
 def resample_rosa(model: nn.Module, /, *, rng: RNG = None) -> int:
-    """Call :meth:`ROSALinear.resample` on every ROSA layer of ``model``; returns how many."""
+    """Call `ROSALinear.resample` on every ROSA layer of ``model``; returns how many."""
     gen = None if rng is None else check_rng(rng)
     n = 0
     for mod in model.modules():
@@ -319,7 +319,7 @@ def resample_rosa(model: nn.Module, /, *, rng: RNG = None) -> int:
 
 
 def merge_rosa(model: nn.Module, /, *, inplace: bool = False) -> nn.Module:
-    """Replace every :class:`ROSALinear` of ``model`` by its merged :class:`torch.nn.Linear`."""
+    """Replace every `ROSALinear` of ``model`` by its merged `torch.nn.Linear`."""
     target = model if inplace else copy.deepcopy(model)
     for name, mod in list(target.named_modules()):
         if isinstance(mod, ROSALinear):

@@ -1,8 +1,8 @@
 """Reproductions of published experiments, written against the public API only.
 
-``tensorfact reproduce spals`` (or :func:`run_spals_reproduction`) reruns the
+``tensorfact reproduce spals`` (or `run_spals_reproduction`) reruns the
 SPALS experiments of Cheng et al. (NeurIPS 2016); see
-:mod:`tensorfact.reproduce.spals`.
+`tensorfact.reproduce.spals`.
 """
 
 from .spals import SCALES, ReproduceConfig, add_reproduce_parser, run_spals_reproduction

@@ -1,8 +1,8 @@
 """The Amazon-shaped experiment: exact sparse ALS vs SPALS on a planted store on disk.
 
-The tensor is written by :func:`tensorfact.datasets.planted_sparse_store`
+The tensor is written by `tensorfact.datasets.planted_sparse_store`
 into ``<out>/amazon_store`` and read through
-:class:`tensorfact.formats.DaskSparseTensor`; both methods start from one
+`tensorfact.formats.DaskSparseTensor`; both methods start from one
 shared range-finder start and follow the reproduction's convergence test,
 SPALS with the exact error every ``cfg.amazon_exact_every`` sweeps (one pass
 over the store each, excluded from its time and from its bytes read).

@@ -1,7 +1,7 @@
 """Runs to convergence and their summaries (the protocol of the SPALS reproduction).
 
-Every run is a solver call (:func:`tensorfact.cp_als` or
-:func:`tensorfact.spals`) with ``tol=0`` and a :class:`Tracker` callback that
+Every run is a solver call (`tensorfact.cp_als` or
+`tensorfact.spals`) with ``tol=0`` and a `Tracker` callback that
 
 * records the **exact** relative error after every sweep (``every=1``) or
   every ``every`` sweeps: for exact ALS the solver's own error, which comes

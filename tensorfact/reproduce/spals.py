@@ -5,17 +5,17 @@ Run as ``tensorfact reproduce spals [--scale quick|default|paper|amazon]
 
 1. **Dense** ``n x n x n`` tensors of rank ``R``: Gaussian factors plus
    Gaussian noise of relative level ``sigma``. Exact ALS
-   (:func:`tensorfact.cp_als`) and SPALS (:func:`tensorfact.spals`) at
+   (`tensorfact.cp_als`) and SPALS (`tensorfact.spals`) at
    several ``alpha``.
 2. **Sparse**: a planted, power-law skewed sparse tensor of rank ``R`` with
    relative noise on its stored values: sparse ALS and SPALS.
 3. **Scaling**: time per sweep of exact ALS and SPALS as ``n`` grows.
 4. **Amazon** (``--scale amazon`` only): a planted sparse tensor of the
    Amazon review tensor's shape with ``2 * 10^8`` nonzeros in a store on
-   disk (:class:`tensorfact.formats.DaskSparseTensor`): time, bytes read per
+   disk (`tensorfact.formats.DaskSparseTensor`): time, bytes read per
    sweep, fit and peak RSS of exact sparse ALS and SPALS.
 
-Protocol of experiments 1, 2 and 4 (see :mod:`tensorfact.reproduce._runs`):
+Protocol of experiments 1, 2 and 4 (see `tensorfact.reproduce._runs`):
 every method starts from the same seeded initialisations, and from its own
 default one, and runs until one convergence test on the **exact** relative
 error stops it (or a generous sweep cap); times come from the solvers'
@@ -235,7 +235,7 @@ def run_spals_reproduction(scale: str = "quick", out: str | os.PathLike[str] | N
     Parameters
     ----------
     scale : {"tiny", "quick", "default", "paper", "amazon"}
-        Problem sizes and protocol, see :data:`SCALES`.
+        Problem sizes and protocol, see `SCALES`.
     out : path, optional
         Output folder (created if needed; nothing is written elsewhere);
         default ``./spals_reproduce``.

@@ -72,8 +72,8 @@ class ExactKRPSampler:
     """Exact leverage-score sampler for Khatri-Rao products of changing factors.
 
     Keeps, per factor, the host copy, its Gram matrix and its segment tree;
-    :meth:`update` refreshes one factor (an ALS solver calls it after each
-    factor update), :meth:`draw` samples rows of the Khatri-Rao product of
+    `update` refreshes one factor (an ALS solver calls it after each
+    factor update), `draw` samples rows of the Khatri-Rao product of
     any subset of the factors.
 
     Parameters
@@ -109,7 +109,7 @@ class ExactKRPSampler:
 
     def sample(self, modes: Sequence[int], n_samples: int, gen: np.random.Generator,
                tau: None = None) -> KRPSample:
-        """:meth:`draw` merged into a :class:`KRPSample` (rows sorted, counted, weighted)."""
+        """`draw` merged into a `KRPSample` (rows sorted, counted, weighted)."""
         idx, prob = self.draw(modes, n_samples, gen)
         dims = tuple(int(self._U[m].shape[0]) for m in modes)
         strides = np.ones(len(dims), dtype=np.int64)

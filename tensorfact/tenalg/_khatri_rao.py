@@ -80,7 +80,7 @@ def khatri_rao(factors: Sequence[Any], /, *, weights: Any = None, skip: int | No
 
 
 def _khatri_rao(xp: Any, mats: Sequence[Any], weights: Any = None) -> Any:
-    """:func:`khatri_rao` of checked matrices (hot paths: no validation, ``xp`` given)."""
+    """`khatri_rao` of checked matrices (hot paths: no validation, ``xp`` given)."""
     R = int(mats[0].shape[1])
     out = mats[0]
     if weights is not None:
@@ -101,7 +101,7 @@ def krp_rows(factors: Sequence[Any], rows: Any, /) -> Any:
 
     Returns
     -------
-    (n, R) array whose row ``j`` is ``prod_m A_m[i_m(j), :]``.
+    (n, R) array whose row j is prod_m A_m[i_m(j), :].
 
     Raises
     ------
@@ -144,7 +144,7 @@ def krp_rows(factors: Sequence[Any], rows: Any, /) -> Any:
 
 
 def gather_krp_rows(xp: Any, factors: Sequence[Any], rows: Any) -> Any:
-    """:func:`krp_rows` without validation (``rows`` signed integers, in range)."""
+    """`krp_rows` without validation (``rows`` signed integers, in range)."""
     dims = [int(A.shape[0]) for A in factors]
     if rows.ndim == 1:
         idx = []

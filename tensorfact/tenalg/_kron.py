@@ -1,10 +1,10 @@
 """Kronecker products, the Van Loan rearrangement and Kronecker-structured products.
 
-Conventions (shared with :class:`tensorfact.KroneckerTensor`): the N-way
+Conventions (shared with `tensorfact.KroneckerTensor`): the N-way
 Kronecker product of ``A`` (shape ``a``) and ``B`` (shape ``b``, same number of
 modes) has shape ``a * b`` (elementwise) and entries
 ``(A ⊗ B)[i] = A[j] * B[k]`` with ``i_n = j_n * b_n + k_n`` for every mode
-``n`` (Hameed et al., GKPD). For matrices this is :func:`numpy.kron`.
+``n`` (Hameed et al., GKPD). For matrices this is `numpy.kron`.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ def kron(*arrays: Array) -> Array:
 
     Entry ``i`` of ``A ⊗ B`` is ``A[j] * B[k]`` with ``i_n = j_n * b_n + k_n``
     for every mode ``n`` (the N-way product of GKPD). Arrays with fewer
-    modes are padded with leading size-1 modes, as :func:`numpy.kron` does, so
+    modes are padded with leading size-1 modes, as `numpy.kron` does, so
     for matrices the result equals ``numpy.kron``.
 
     Parameters
@@ -152,18 +152,18 @@ def group_modes(W: Array, shapes: Sequence[Sequence[int]], /) -> Array:
     ``T[vec(j_0), ..., vec(j_{S-1})] = W[i]``, ``i_n`` being the mixed-radix
     number with digits ``j_0[n], ..., j_{S-1}[n]``. Then
     ``kron(A_0, ..., A_{S-1})`` maps to the outer product of the C-order
-    vectorisations of the ``A_s``. ``S = 2`` is :func:`rearrange`.
+    vectorisations of the ``A_s``. ``S = 2`` is `rearrange`.
     One reshape, one axis permutation and one final reshape (a copy unless
     the permutation is trivial, e.g. for vectors).
 
     Parameters
     ----------
     W : array
-    shapes : sequence of S sequences of ``W.ndim`` positive ints
+    shapes : sequence of S sequences of W.ndim positive ints
 
     Returns
     -------
-    array of shape ``(prod shapes[0], ..., prod shapes[S-1])``
+    array of shape (prod shapes[0], ..., prod shapes[S-1])
 
     Raises
     ------
@@ -178,7 +178,7 @@ def group_modes(W: Array, shapes: Sequence[Sequence[int]], /) -> Array:
     >>> group_modes(kron(A, Bm, C), [A.shape, Bm.shape, C.shape]).shape
     (2, 3, 4)
     """
-    check_array(W, "W")
+    check_array(W, "W", min_ndim=1)
     xp = B.namespace(W)
     shape = tuple(int(s) for s in W.shape)
     shp = _check_group_shapes(shape, shapes)
@@ -194,7 +194,7 @@ def group_modes(W: Array, shapes: Sequence[Sequence[int]], /) -> Array:
 
 
 def ungroup_modes(T: Array, shapes: Sequence[Sequence[int]], /) -> Array:
-    """Inverse of :func:`group_modes`: the tensor of shape ``prod_s shapes[s]``.
+    """Inverse of `group_modes`: the tensor of shape ``prod_s shapes[s]``.
 
     Raises
     ------
@@ -209,7 +209,7 @@ def ungroup_modes(T: Array, shapes: Sequence[Sequence[int]], /) -> Array:
     >>> bool(np.array_equal(ungroup_modes(group_modes(W, shapes), shapes), W))
     True
     """
-    check_array(T, "T")
+    check_array(T, "T", min_ndim=1)
     xp = B.namespace(T)
     shapes = _as_shape_list(shapes)
     if not shapes:
@@ -229,7 +229,7 @@ def ungroup_modes(T: Array, shapes: Sequence[Sequence[int]], /) -> Array:
     S = len(shp)
     want = tuple(math.prod(sh) for sh in shp)
     if tuple(int(s) for s in T.shape) != want:
-        raise ValueError(f"expected an array of shape {want}, got {tuple(T.shape)}")
+        raise ValueError(f"T has shape {tuple(T.shape)}, but shapes give {want}")
     grouped = tuple(shp[s][n] for s in range(S) for n in range(N))
     # grouped axis (s, n) sits at s * N + n; the interleaved order wants (n, s)
     perm = tuple(s * N + n for n in range(N) for s in range(S))
@@ -295,13 +295,13 @@ def rearrange(W: Array, a_shape: Sequence[int], b_shape: Sequence[int] | None = 
 
     Parameters
     ----------
-    W : array of shape ``a_shape * b_shape`` (elementwise)
-    a_shape, b_shape : sequences of ints, one entry per mode of ``W``
+    W : array of shape a_shape * b_shape (elementwise)
+    a_shape, b_shape : sequences of ints, one entry per mode of W
         ``b_shape`` defaults to ``W.shape // a_shape``.
 
     Returns
     -------
-    array of shape ``(prod a_shape, prod b_shape)``
+    array of shape (prod a_shape, prod b_shape)
         A view when no axis permutation is needed (1-way ``W``), otherwise one
         copy (a reshape, a permutation, a reshape).
 
@@ -330,7 +330,7 @@ def rearrange(W: Array, a_shape: Sequence[int], b_shape: Sequence[int] | None = 
 
 
 def unrearrange(M: Array, a_shape: Sequence[int], b_shape: Sequence[int], /) -> Array:
-    """Inverse of :func:`rearrange`: the N-way array of shape ``a_shape * b_shape``.
+    """Inverse of `rearrange`: the N-way array of shape ``a_shape * b_shape``.
 
     Examples
     --------
@@ -440,10 +440,10 @@ def kron_matmul(x: Array, kt: Any, /, *, transpose: bool = False) -> Array:
 
     Parameters
     ----------
-    x : array of shape ``(..., n)`` (``(..., m)`` with ``transpose=True``)
+    x : array of shape (..., n) ((..., m) with transpose=True)
     kt : KroneckerTensor, SeKronTensor or sequence of arrays
-        A 2-way :class:`~tensorfact.KroneckerTensor` (a
-        :class:`~tensorfact.SeKronTensor` is used through its flat form), or
+        A 2-way `KroneckerTensor` (a
+        `SeKronTensor` is used through its flat form), or
         directly the factors, ``S`` arrays of shapes ``(R, m_s, n_s)``
         (convenient for layers that hold the factors as parameters).
     transpose : bool, default False
@@ -451,7 +451,7 @@ def kron_matmul(x: Array, kt: Any, /, *, transpose: bool = False) -> Array:
 
     Returns
     -------
-    array of shape ``(..., m)`` (``(..., n)`` with ``transpose=True``)
+    array of shape (..., m) ((..., n) with transpose=True)
 
     Raises
     ------

@@ -85,7 +85,7 @@ def _leverage(xp: Any, A: Any, rtol: float) -> Any:
     return xp.sum(U * U, axis=1)
 
 
-#: Largest condition number for which :func:`leverage_from_gram` is trusted.
+#: Largest condition number for which `leverage_from_gram` is trusted.
 _GRAM_COND_MAX = 1e4
 
 
@@ -96,7 +96,7 @@ def leverage_from_gram(xp: Any, A: Any, G: Any) -> Any | None:
     ``G = V diag(lam) V^T``, the scores are ``rowsum((A V)^2 / lam)``, one
     ``I x R x R`` product instead of an ``I x R`` SVD. Forming ``G`` squares
     the condition number, so this returns ``None`` (caller falls back to the
-    SVD of :func:`leverage_scores`) unless ``cond(A) <= 1e4``, where the
+    SVD of `leverage_scores`) unless ``cond(A) <= 1e4``, where the
     scores are accurate to about ``1e8 * eps`` relative.
     """
     with B.linalg_guard("leverage scores (Gram eigendecomposition)"):

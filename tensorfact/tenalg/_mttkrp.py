@@ -12,7 +12,7 @@ remaining modes are contracted from the much smaller intermediate by batched
 products. The block is chosen to minimise the workspace (partial Khatri-Rao
 product plus intermediate).
 
-All modes (:func:`mttkrp_sweep`, dimension tree, Kaya & Uçar 2018): the modes are
+All modes (`mttkrp_sweep`, dimension tree, Kaya & Uçar 2018): the modes are
 split into two contiguous halves; one GEMM pass over ``X`` contracts the right
 half and serves every mode of the left half, a second pass contracts the
 (updated) left half and serves the right half. A full CP-ALS sweep thus reads
@@ -55,7 +55,7 @@ def mttkrp(X: Any, factors: Sequence[Any], /, mode: int) -> Any:
     ----------
     X : array of shape (I_0, ..., I_{N-1}), or a data format
         Any object implementing the data-format protocol of
-        :mod:`tensorfact.formats` (``SparseTensor``, ...) is dispatched to its
+        `tensorfact.formats` (``SparseTensor``, ...) is dispatched to its
         own ``mttkrp(factors, mode)``.
     factors : sequence of N arrays of shape (I_m, R)
         ``factors[mode]`` is ignored (only its shape is checked).
@@ -63,7 +63,7 @@ def mttkrp(X: Any, factors: Sequence[Any], /, mode: int) -> Any:
 
     Returns
     -------
-    (I_mode, R) array equal to ``unfold(X, mode) @ khatri_rao(factors, skip=mode)``.
+    (I_mode, R) array equal to unfold(X, mode) @ khatri_rao(factors, skip=mode).
 
     Notes
     -----
@@ -258,7 +258,7 @@ class DimensionTree:
         return self.mttkrp_unchecked(factors, _check_mttkrp_args(self.X, factors, n))
 
     def mttkrp_unchecked(self, factors: Sequence[Any], n: int) -> Any:
-        """:meth:`mttkrp` without argument checks (solvers' hot path: valid factors, mode)."""
+        """`mttkrp` without argument checks (solvers' hot path: valid factors, mode)."""
         xp = self.xp
         X = self.X
         if X.ndim == 2:
@@ -300,13 +300,13 @@ def mttkrp_sweep(X: Any, factors: Sequence[Any], update: Callable[[int, Any], An
     with the *current* factors ``F`` (those already updated in this sweep
     included) and calls ``update(n, M_n)``, which returns the new factor for
     mode ``n``. Two GEMM passes over ``X`` per sweep, whatever the number of
-    modes (:class:`DimensionTree`).
+    modes (`DimensionTree`).
 
     Parameters
     ----------
     X : array of shape (I_0, ..., I_{N-1})
     factors : sequence of N arrays (I_m, R); not modified
-    update : callable ``(mode, M) -> new factor``
+    update : callable (mode, M) -> new factor
 
     Returns
     -------

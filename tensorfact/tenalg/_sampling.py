@@ -41,7 +41,7 @@ class KRPSample:
     indices : (n_rows, k) int64 ndarray
         Per-factor row indices of every distinct selected row.
     linear : (n_rows,) int64 ndarray
-        Linear row indices in the C order of :func:`tensorfact.khatri_rao`
+        Linear row indices in the C order of `tensorfact.khatri_rao`
         (first factor's index slowest).
     counts : (n_rows,) int64 ndarray
         Number of random draws that hit the row (0 for rows included
@@ -116,7 +116,7 @@ def sample_krp_rows(
         Randomness (drawn on the host).
     scores : sequence of (I_m,) arrays, optional
         Precomputed leverage scores (or any non-negative importance) of each
-        factor; default :func:`tensorfact.leverage_scores` of each factor.
+        factor; default `tensorfact.leverage_scores` of each factor.
         Scores are moved to the host (one small vector per factor).
     deterministic_threshold : float, optional
         Include rows with probability ``>= deterministic_threshold``
@@ -211,9 +211,9 @@ def _host_scores(scores: Any, k: int) -> list[np.ndarray]:
 class ProductKRPSampler:
     """The SPALS sampler: rows drawn from the product of the factors' leverage scores.
 
-    Keeps one host vector of leverage scores per factor; :meth:`update`
+    Keeps one host vector of leverage scores per factor; `update`
     refreshes a factor's scores (from its Gram matrix when given and well
-    conditioned), :meth:`sample` draws rows of the Khatri-Rao product of any
+    conditioned), `sample` draws rows of the Khatri-Rao product of any
     subset of the factors.
     """
 
@@ -269,7 +269,7 @@ def normalize_scores(scores: np.ndarray) -> np.ndarray:
 
 def draw_krp_sample(scores: Sequence[np.ndarray], n_samples: int, gen: np.random.Generator,
                     tau: float | None = None) -> KRPSample:
-    """Draw a :class:`KRPSample` from per-factor host scores (no validation)."""
+    """Draw a `KRPSample` from per-factor host scores (no validation)."""
     probs = [normalize_scores(s) for s in scores]
     dims = tuple(int(p.shape[0]) for p in probs)
     k = len(dims)

@@ -25,7 +25,7 @@ def unfold(X: Any, /, mode: int) -> Any:
     convention, so ``unfold(X, n) == tensorly.unfold(X, n)`` and
     ``unfold(cp.to_dense(), n) == A_n @ khatri_rao(others).T``.
     Mode 0 is a view; other modes copy (that is inherent to the layout;
-    :func:`tensorfact.mttkrp` never unfolds).
+    `tensorfact.mttkrp` never unfolds).
 
     Examples
     --------
@@ -42,7 +42,7 @@ def unfold(X: Any, /, mode: int) -> Any:
 
 
 def fold(M: Any, /, mode: int, shape: tuple[int, ...]) -> Any:
-    """Inverse of :func:`unfold`: ``fold(unfold(X, n), n, X.shape) == X``.
+    """Inverse of `unfold`: ``fold(unfold(X, n), n, X.shape) == X``.
 
     Examples
     --------

@@ -8,7 +8,7 @@ __all__ = ["Frozen"]
 
 
 class Frozen:
-    """Base of slotted, immutable classes: fields are set once, by :meth:`_set_fields`."""
+    """Base of slotted, immutable classes: fields are set once, by `_set_fields`."""
 
     __slots__ = ()
 

@@ -26,7 +26,7 @@ class CPTensor(Frozen):
 
     Parameters
     ----------
-    factors : sequence of (I_n, R) arrays, or a ``(weights, factors)`` pair
+    factors : sequence of (I_n, R) arrays, or a (weights, factors) pair
     weights : (R,) array, optional
         Defaults to ones.
 
@@ -275,7 +275,7 @@ class CPTensor(Frozen):
         """Factor match score (FMS) in [0, 1], invariant to permutation and scaling.
 
         Components are normalised and matched by the Hungarian algorithm
-        (:func:`scipy.optimize.linear_sum_assignment`, run on the host on the
+        (`scipy.optimize.linear_sum_assignment`, run on the host on the
         R x R score matrix). A matched pair scores
         ``(1 - |w_r - v_s| / max(w_r, v_s)) * prod_n |<a_r^n, b_s^n>|``
         (the weight penalty only if ``consider_weights``); the FMS is the mean

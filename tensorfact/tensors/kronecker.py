@@ -68,7 +68,7 @@ class KroneckerTensor(_KroneckerFamily):
     ``⊗`` is the N-way Kronecker product of GKPD: with ``a``, ``b`` the
     shapes of two factors, ``(A ⊗ B)[i] = A[j] * B[k]`` with
     ``i_n = j_n * b_n + k_n`` in every mode ``n`` (for matrices,
-    :func:`numpy.kron`). The represented tensor has shape
+    `numpy.kron`). The represented tensor has shape
     ``prod_s factor_shapes[s]`` (elementwise).
 
     Factor ``s`` is stored as ONE array of shape ``(R, *factor_shapes[s])``:
@@ -185,7 +185,7 @@ class KroneckerTensor(_KroneckerFamily):
         Forms the regrouped S-way tensor ``sum_r vec(A_r^(0)) ∘ ... ∘
         vec(A_r^(S-1))`` with one matrix product over the rank (for two
         factors: ``flat(A)^T flat(B)``) and permutes it back
-        (:func:`~tensorfact.tenalg.ungroup_modes`): workspace is one copy of
+        (`ungroup_modes`): workspace is one copy of
         the result, not ``R`` of them.
         """
         xp = self._xp
@@ -229,10 +229,10 @@ class KroneckerTensor(_KroneckerFamily):
     def inner(self, other: Any) -> Any:
         """Frobenius inner product with a KroneckerTensor or a dense array.
 
-        Against a :class:`KroneckerTensor` with the same factor shapes, the
+        Against a `KroneckerTensor` with the same factor shapes, the
         cross Gram identity (no densification of either). Against a dense
         array ``X``, ``X`` is regrouped into the S-way tensor of
-        :func:`~tensorfact.tenalg.group_modes` and contracted with one factor
+        `group_modes` and contracted with one factor
         at a time (this tensor is never densified). A KroneckerTensor with
         different factor shapes is densified (it is ``other`` that is
         expanded) and treated as a dense array.
@@ -271,7 +271,7 @@ class KroneckerTensor(_KroneckerFamily):
         return xp.sum(cur)
 
     def matmul(self, x: Any, /, *, transpose: bool = False) -> Any:
-        """``x @ W.T`` (or ``x @ W``) for a 2-way tensor; see :func:`tensorfact.kron_matmul`."""
+        """``x @ W.T`` (or ``x @ W``) for a 2-way tensor; see `tensorfact.kron_matmul`."""
         if self.ndim != 2:
             raise ValueError(
                 f"matmul needs a 2-way KroneckerTensor, this one has shape {self.shape}"
@@ -294,9 +294,9 @@ class SeKronTensor(_KroneckerFamily):
     its own, ``factors[s]`` has shape ``(R_0, ..., R_s, *shapes[s])``; the last
     factor shares the indices of the one before it, shape
     ``(R_0, ..., R_{S-2}, *shapes[S-1])``. Expanding the sums gives a flat
-    :class:`KroneckerTensor` of rank ``prod(ranks)`` in which factor ``s`` is
+    `KroneckerTensor` of rank ``prod(ranks)`` in which factor ``s`` is
     repeated ``R_{s+1} ... R_{S-2}`` times; the nested form stores each factor
-    once, so :attr:`n_params` is
+    once, so `n_params` is
     ``sum_{s<S-1} R_0...R_s prod(shapes[s]) + R_0...R_{S-2} prod(shapes[S-1])``.
     Immutable; arrays are not copied.
 
@@ -380,7 +380,7 @@ class SeKronTensor(_KroneckerFamily):
 
     @staticmethod
     def n_params_for(factor_shapes: Sequence[Sequence[int]], ranks: Sequence[int]) -> int:
-        """:attr:`n_params` of a SeKron tensor with these factor shapes and ranks.
+        """`n_params` of a SeKron tensor with these factor shapes and ranks.
 
         ``sum_{s<S-1} R_0...R_s prod(shapes[s]) + R_0...R_{S-2} prod(shapes[S-1])``,
         without any factor arrays (to compare shapes and ranks before decomposing).
@@ -396,7 +396,7 @@ class SeKronTensor(_KroneckerFamily):
         )
 
     def to_kronecker(self) -> KroneckerTensor:
-        """The flat :class:`KroneckerTensor` of rank ``prod(ranks)`` (factors repeated)."""
+        """The flat `KroneckerTensor` of rank ``prod(ranks)`` (factors repeated)."""
         xp = self._xp
         rk = self._ranks
         S = len(self._factors)

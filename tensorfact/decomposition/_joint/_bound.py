@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import math
 import warnings
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from ... import _backend as B
 from ..._validation import check_nonneg_float
-from ._checks import check_orthogonal, check_stack
+from ._checks import check_orthogonal, check_stack, power_of_two_exponent
+from ._matrix_free import JacobianOperator, least_squares_step, smallest_singular_values
 from ._objective import congruence, gram_and_gradient, jacobian, lower_vec
 from ._results import BoundInvalidWarning, TriangularizationErrorBound
 
@@ -22,6 +25,21 @@ __all__ = ["triangularization_error_bound"]
 _SQRT2 = math.sqrt(2.0)
 
 _NOISE_NORMS = ("fro", "spectral", "total", "gaussian")
+
+#: From this matrix size on, the gap and the Gauss-Newton step come from
+#: iterative solvers on ``J^T J`` (LOBPCG, CG) instead of its eigendecomposition.
+BOUND_MATRIX_FREE_MIN_D = 56
+
+#: Smallest singular values computed at large ``d`` for ``noise_norm="gaussian"``
+#: (``||J^+||_F`` takes the others at most ``1 / s_k``: an upper bound).
+_GAUSSIAN_K = 8
+
+#: LOBPCG iterations of the first (gap upper bound) and the full run.
+_LOBPCG_SHORT = 60
+_LOBPCG_LONG = 3000
+
+#: Relative width ``1 - lower / upper`` at which a short LOBPCG run is good enough.
+_GAP_RTOL = 1e-3
 
 
 def triangularization_error_bound(
@@ -71,6 +89,27 @@ def triangularization_error_bound(
     it is rigorous for the exact triangularizer in whose basin ``U`` lies
     but often ``inf`` at moderate noise.
 
+    For ``d < 56`` the singular values of ``J`` and the step ``g`` come from
+    the eigendecomposition of ``J^T J``. From ``d = 56`` on ``J^T J`` is not
+    formed (it has ``(d^2/2)^2`` entries): the smallest singular values come
+    from LOBPCG and ``g`` from preconditioned CG, both on products with the
+    stack (``O(N d^3)`` each). The gap used is then the certified lower end
+    ``sqrt(theta - rho)`` of the smallest Ritz value ``theta`` with residual
+    ``rho``, the step norm is enlarged by the CG residual over ``gap^2``,
+    and for ``"gaussian"`` the ``m - 8`` singular values not computed
+    count as equal to the 8th smallest in ``||J^+||_F`` (an upper bound, so
+    the Gaussian bound is looser than at small ``d``). If the eigensolver
+    cannot bring ``theta - rho`` above 0 within its budget, ``bound`` is
+    ``inf`` with a ``BoundInvalidWarning`` (not certified); when a short
+    run already shows that the gap is too small for the noise level
+    (``nonlinearity >= 1`` whatever the step), the step is not computed
+    (``step_norm`` and ``first_order`` are NaN, ``bound`` is ``inf``).
+
+    The computation runs on the matrices and the noise level divided by the
+    same power of two (largest entry in ``[1/2, 1)``): the bound does not
+    depend on the units of the matrices, and ``residual`` and ``gap`` are
+    returned in those units.
+
     Parameters
     ----------
     matrices : array of shape (N, d, d)
@@ -103,7 +142,8 @@ def triangularization_error_bound(
     -----
     BoundInvalidWarning
         When the gap is too small compared with the noise and residual for
-        the linearisation to hold (no fixed point): ``bound`` is ``inf``.
+        the linearisation to hold (no fixed point), or could not be certified
+        by the iterative eigensolver (large ``d``): ``bound`` is ``inf``.
 
     Raises
     ------
@@ -111,6 +151,9 @@ def triangularization_error_bound(
         Bad stack, non-orthogonal or mis-shaped ``U``, negative
         ``noise_level``, unknown ``noise_norm``, ``failure_probability``
         outside (0, 1), ``safety_factor`` below 1.
+    FloatingPointError
+        If a dense eigenvalue or singular value solver fails on the Jacobian
+        at ``U`` (its ``LinAlgError`` is not passed on).
 
     References
     ----------
@@ -146,13 +189,172 @@ def triangularization_error_bound(
         safety = float(safety_factor)
     if not (math.isfinite(safety) and safety >= 1.0):
         raise ValueError(f"safety_factor must be a finite number >= 1, got {safety_factor!r}")
-    nan = float("nan")
     if d == 1:
         return TriangularizationErrorBound(0.0, 0.0, 0.0, 0.0, math.inf, 0.0, 0.0, 0.0,
                                            eps_in, noise_norm, 1.0)
+    # work on M / 2^e (max |entry| in [1/2, 1)) and noise_level / 2^e: exact,
+    # so the bound does not depend on the units; residual and gap are scaled back
+    e = power_of_two_exponent(Mp)
+    Mp = np.ldexp(Mp, -e)
+    eps_s = float(np.ldexp(eps_in, -e))
+    with B.linalg_guard("triangularization_error_bound: the Jacobian at U of these matrices"), \
+            np.errstate(over="ignore", under="ignore", invalid="ignore"):
+        return _bound(Mp, Un, eps_s, eps_in, e, noise_norm=noise_norm, fp=fp, safety=safety,
+                      iterative=d >= BOUND_MATRIX_FREE_MIN_D)
 
+
+def _bound(Mp: np.ndarray, Un: np.ndarray, eps_s: float, eps_in: float, e: int, *,
+           noise_norm: str, fp: float, safety: float,
+           iterative: bool) -> TriangularizationErrorBound:
+    """The bound on scaled matrices ``Mp`` and noise level ``eps_s`` (see the public docstring)."""
+    N, d, _ = Mp.shape
+    nan = float("nan")
     T = congruence(Un, Mp)
     r = lower_vec(T)
+    res_norm = float(np.linalg.norm(r))
+    tau = math.sqrt(float(np.sum(np.linalg.norm(Mp, ord=2, axis=(1, 2)) ** 2)))
+    m = d * (d - 1) // 2
+    eps = np.finfo(np.float64).eps
+    t = math.sqrt(2.0 * math.log(2.0 / fp))
+
+    # noise ingredients: eps2 >= sqrt(sum ||Delta_n||_2^2), noise(s_i) >= ||J0^+ e||
+    if noise_norm == "fro":
+        eps2 = math.sqrt(N) * eps_s
+        eta = math.sqrt(N) * eps_s
+        prob = 1.0
+    elif noise_norm == "spectral":
+        eps2 = math.sqrt(N) * eps_s
+        eta = math.sqrt(N * d) * eps_s
+        prob = 1.0
+    elif noise_norm == "total":
+        eps2 = eps_s
+        eta = eps_s
+        prob = 1.0
+    else:
+        # two Gaussian-concentration events, each failing with prob <= fp / 2
+        eps2 = eps_s * (math.sqrt(N * (4.0 * d + 1.0)) + t)
+        eta = nan
+        prob = 1.0 - fp
+    # ||P e||: <= eta (worst case), ~ eps (sqrt(m) + t) (Gaussian, m-dim projection)
+    e_proj = eta if noise_norm != "gaussian" else eps_s * (math.sqrt(m) + t)
+
+    if iterative:
+        sp = _iterative_spectrum(T, k=_GAUSSIAN_K if noise_norm == "gaussian" else 1,
+                                 floor=2.0 * (_SQRT2 * e_proj + eps2))
+    else:
+        sp = _dense_spectrum(T)
+    s_all, tail, gap, smax = sp.s, sp.tail, sp.gap, sp.smax
+    step, jg = sp.step_norm, sp.jg
+    r_perp = math.sqrt(max(res_norm**2 - sp.jg_low**2, 0.0))
+
+    def noise_term(delta: float) -> float:
+        sh = s_all - delta
+        if sh[0] <= 0:
+            return math.inf
+        if noise_norm == "gaussian":
+            # ||J^+||_F^2 = sum 1/s_i^2; the singular values not computed
+            # (tail of them) are >= the largest one computed
+            fro2 = float(np.sum(1.0 / sh**2)) + (tail / float(sh[-1]) ** 2 if tail else 0.0)
+            return eps_s * (math.sqrt(fro2) + t / float(sh[0]))
+        return eta / float(sh[0])
+
+    def f(x: float) -> tuple[float, float]:
+        # certified local bound: x <= f(x) with worst-case second-order terms
+        delta = 2.0 * (_SQRT2 * tau * x + eps2)
+        s = gap - delta
+        if s <= 0:
+            return math.inf, math.inf
+        val = (step * (1.0 + delta / s) + delta * r_perp / s**2 + noise_term(delta)
+               + (2.0 * eps2 * x + _SQRT2 * tau * x * x) / s)
+        return val, delta / gap
+
+    # ---- first-order bound, Weyl-corrected (the returned ``bound``)
+    noise0 = noise_term(0.0) if gap > 0 else math.inf
+    first = step + noise0
+    # estimated relative size of the second-order terms: the Jacobian moves by
+    # about 2 (||[T, A]|| + eps2); ||[T, A]|| is estimated by sqrt(2) times its
+    # strictly-lower part J0 a = P_{J0}(r - e - q), whose size is about
+    # ||J g|| + ||P e|| (the residual orthogonal to the range does not count)
+    nonlin = (2.0 * (_SQRT2 * (jg + e_proj) + eps2) / gap if gap > 0 else math.inf)
+    tiny_gap = gap <= 1e4 * eps * max(smax, 1.0)
+    if not tiny_gap and nonlin < 1.0 and math.isfinite(first):
+        bound = safety * first / (1.0 - nonlin)
+    else:
+        bound = math.inf
+
+    # ---- certified (worst-case second-order) local bound: smallest fixed point of f
+    x = 0.0
+    certified = math.inf
+    for _ in range(500 if gap > 0 else 0):
+        fx, _r = f(x)
+        if not math.isfinite(fx):
+            break
+        if fx <= x * (1 + 1e-12) + 1e-300:
+            certified = fx
+            break
+        x = fx
+    if not math.isfinite(bound):
+        if sp.uncertified:
+            why = (f"the iterative eigensolver could not certify the smallest singular value "
+                   f"of the linearised residual operator (at most {sp.gap_upper:.3e} relative "
+                   "to the matrices' largest entry; lower estimate "
+                   f"{gap:.3e}) within its iteration budget")
+        else:
+            why = (f"the linearised residual operator's smallest singular value "
+                   f"(gap={gap:.3e} relative to the matrices' largest entry) is too small "
+                   f"for the noise level and residual (estimated second-order ratio "
+                   f"{nonlin:.2f} >= 1)")
+        warnings.warn(
+            f"triangularization_error_bound: {why}; returning inf. The joint eigenvalues "
+            "may be (nearly) repeated, the noise too large, or U too far from a "
+            "triangularizer.",
+            BoundInvalidWarning,
+            stacklevel=3,
+        )
+    with np.errstate(over="ignore", under="ignore"):
+        residual_out = float(np.ldexp(res_norm, e))
+        gap_out = float(np.ldexp(gap, e))
+    return TriangularizationErrorBound(
+        bound=float(bound),
+        first_order=float(first),
+        certified=float(certified),
+        residual=residual_out,
+        gap=gap_out,
+        step_norm=step,
+        noise_term=float(noise0),
+        nonlinearity=float(nonlin),
+        noise_level=eps_in,
+        noise_norm=noise_norm,
+        probability=prob,
+    )
+
+
+@dataclass(frozen=True)
+class _Spectrum:
+    """What the bound needs from ``J``: small singular values, the GN step and ``||J g||``.
+
+    ``s``: lower estimates of the smallest singular values, sorted (all ``m``
+    of them on the dense path); ``tail``: how many further singular values
+    (each at least ``s[-1]``) were not computed; ``gap = s[0]`` and
+    ``gap_upper`` (a Rayleigh quotient, never below the true value);
+    ``smax``: the largest singular value or an upper bound; ``step_norm``: an
+    upper bound on ``||J^+ r||``; ``jg``/``jg_low``: upper/lower bounds on
+    ``||J J^+ r||``; ``uncertified``: the iterative solver did not converge.
+    """
+
+    s: np.ndarray
+    tail: int
+    gap: float
+    gap_upper: float
+    smax: float
+    step_norm: float
+    jg: float
+    jg_low: float
+    uncertified: bool = False
+
+
+def _dense_spectrum(T: np.ndarray) -> _Spectrum:
+    """All singular values of ``J`` and ``J^+ r`` from the eigendecomposition of ``J^T J``."""
     G, Jtr = gram_and_gradient(T)
     w, Vg = np.linalg.eigh(G)
     w = np.clip(w, 0.0, None)
@@ -167,99 +369,42 @@ def triangularization_error_bound(
         g = Vg @ ((Vg.T @ Jtr) / np.where(w > 0, w, 1.0))
     else:
         g = np.zeros_like(Jtr)
-    step = float(np.linalg.norm(g))
-    res_norm = float(np.linalg.norm(r))
-    Jg2 = float(g @ (G @ g))
-    r_perp = math.sqrt(max(res_norm**2 - Jg2, 0.0))
-    tau = math.sqrt(float(np.sum(np.linalg.norm(Mp, ord=2, axis=(1, 2)) ** 2)))
-    m = d * (d - 1) // 2
+    jg = math.sqrt(max(float(g @ (G @ g)), 0.0))
+    return _Spectrum(s=s_all, tail=0, gap=gap, gap_upper=gap, smax=smax,
+                     step_norm=float(np.linalg.norm(g)), jg=jg, jg_low=jg)
 
-    # noise ingredients: eps2 >= sqrt(sum ||Delta_n||_2^2), noise(s_i) >= ||J0^+ e||
-    if noise_norm == "fro":
-        eps2 = math.sqrt(N) * eps_in
-        eta = math.sqrt(N) * eps_in
-        prob = 1.0
-    elif noise_norm == "spectral":
-        eps2 = math.sqrt(N) * eps_in
-        eta = math.sqrt(N * d) * eps_in
-        prob = 1.0
-    elif noise_norm == "total":
-        eps2 = eps_in
-        eta = eps_in
-        prob = 1.0
-    else:
-        # two Gaussian-concentration events, each failing with prob <= fp / 2
-        t = math.sqrt(2.0 * math.log(2.0 / fp))
-        eps2 = eps_in * (math.sqrt(N * (4.0 * d + 1.0)) + t)
-        eta = nan
-        prob = 1.0 - fp
 
-    def noise_term(delta: float) -> float:
-        sh = s_all - delta
-        if sh[0] <= 0:
-            return math.inf
-        if noise_norm == "gaussian":
-            return eps_in * (math.sqrt(float(np.sum(1.0 / sh**2))) + t / float(sh[0]))
-        return eta / float(sh[0])
+def _iterative_spectrum(T: np.ndarray, *, k: int, floor: float) -> _Spectrum:
+    """The same ingredients matrix-free (``_matrix_free``): LOBPCG and preconditioned CG.
 
-    def f(x: float) -> tuple[float, float]:
-        # certified local bound: x <= f(x) with worst-case second-order terms
-        delta = 2.0 * (_SQRT2 * tau * x + eps2)
-        s = gap - delta
-        if s <= 0:
-            return math.inf, math.inf
-        val = (step * (1.0 + delta / s) + delta * r_perp / s**2 + noise_term(delta)
-               + (2.0 * eps2 * x + _SQRT2 * tau * x * x) / s)
-        return val, delta / gap
-
-    # ---- first-order bound, Weyl-corrected (the returned ``bound``)
-    noise0 = noise_term(0.0)
-    first = step + noise0
-    # estimated relative size of the second-order terms: the Jacobian moves by
-    # about 2 (||[T, A]|| + eps2); ||[T, A]|| is estimated by sqrt(2) times its
-    # strictly-lower part J0 a = P_{J0}(r - e - q), whose size is about
-    # ||J g|| + ||P e|| (the residual orthogonal to the range does not count);
-    # ||P e|| <= eta (worst case), ~ eps (sqrt(m) + t) (Gaussian, m-dim projection)
-    e_proj = eta if noise_norm != "gaussian" else eps_in * (math.sqrt(m) + t)
-    nonlin = (2.0 * (_SQRT2 * (math.sqrt(max(Jg2, 0.0)) + e_proj) + eps2) / gap
-              if gap > 0 else math.inf)
-    tiny_gap = gap <= 1e4 * eps * max(smax, 1.0)
-    if not tiny_gap and nonlin < 1.0 and math.isfinite(first):
-        bound = safety * first / (1.0 - nonlin)
-    else:
-        bound = math.inf
-
-    # ---- certified (worst-case second-order) local bound: smallest fixed point of f
-    x = 0.0
-    certified = math.inf
-    for _ in range(500):
-        fx, _r = f(x)
-        if not math.isfinite(fx):
-            break
-        if fx <= x * (1 + 1e-12) + 1e-300:
-            certified = fx
-            break
-        x = fx
-    if not math.isfinite(bound):
-        warnings.warn(
-            "triangularization_error_bound: the linearised residual operator's smallest "
-            f"singular value (gap={gap:.3e}) is too small for the noise level and residual "
-            f"(estimated second-order ratio {nonlin:.2f} >= 1); returning inf. The joint "
-            "eigenvalues may be (nearly) repeated, the noise too large, or U too far from "
-            "a triangularizer.",
-            BoundInvalidWarning,
-            stacklevel=2,
-        )
-    return TriangularizationErrorBound(
-        bound=float(bound),
-        first_order=float(first),
-        certified=float(certified),
-        residual=res_norm,
-        gap=gap,
-        step_norm=step,
-        noise_term=float(noise0),
-        nonlinearity=float(nonlin),
-        noise_level=eps_in,
-        noise_norm=noise_norm,
-        probability=prob,
-    )
+    A short LOBPCG run first bounds the gap from above; when even that bound
+    leaves the nonlinearity ratio at or above 1 (``floor`` is its
+    noise-only numerator) the bound is ``inf`` whatever the rest, and the
+    expensive solves are skipped.
+    """
+    op = JacobianOperator(T)
+    tau2 = 2.0 * math.sqrt(float(np.sum(np.linalg.norm(T, ord=2, axis=(1, 2)) ** 2)))
+    low, up = smallest_singular_values(op, k, maxiter=_LOBPCG_SHORT)
+    gap_upper = float(up[0])
+    if floor >= gap_upper:
+        # the ratio is >= floor / gap >= 1 whatever the step: not computed
+        return _Spectrum(s=up[:1], tail=op.m - 1, gap=gap_upper, gap_upper=gap_upper,
+                         smax=tau2, step_norm=math.nan, jg=0.0, jg_low=0.0)
+    if not np.all(low >= (1.0 - _GAP_RTOL) * up):
+        low, up = smallest_singular_values(op, k, maxiter=_LOBPCG_LONG)
+        gap_upper = min(gap_upper, float(up[0]))
+    gap = float(low[0])
+    if not gap > 0:
+        return _Spectrum(s=low[:1], tail=op.m - 1, gap=0.0, gap_upper=gap_upper,
+                         smax=tau2, step_norm=math.nan, jg=0.0, jg_low=0.0,
+                         uncertified=True)
+    # the prefix of certified values; the others count as the tail (each at
+    # least the k-th smallest singular value, itself at least low[k - 1])
+    c = int(np.argmin(low > 0)) if not np.all(low > 0) else low.size
+    low = low[:c]
+    g, res = least_squares_step(op)
+    # ||g - J^+ r|| <= ||res|| / gap^2 and ||J (g - J^+ r)|| <= ||res|| / gap
+    jg_cg = math.sqrt(op.jac_norm_sq(g))
+    return _Spectrum(s=low, tail=op.m - low.size, gap=gap, gap_upper=gap_upper, smax=tau2,
+                     step_norm=float(np.linalg.norm(g)) + res / gap**2,
+                     jg=jg_cg + res / gap, jg_low=max(jg_cg - res / gap, 0.0))

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
 
 from ... import _backend as B
 
-__all__ = ["check_orthogonal", "check_stack"]
+__all__ = ["check_orthogonal", "check_stack", "power_of_two_exponent"]
 
 
 def check_stack(matrices: Any, *, name: str = "matrices",
@@ -66,3 +67,17 @@ def check_orthogonal(U: Any, d: int, *, name: str = "U") -> np.ndarray:
         raise ValueError(f"{name} must be orthogonal (||U^T U - I||_F = {dev:.2e})")
     return Un
 
+
+
+def power_of_two_exponent(A: np.ndarray) -> int:
+    """``e`` with ``max |A| / 2^e`` in ``[1/2, 1)``; 0 for all-zero or non-finite ``A``.
+
+    Dividing by ``2^e`` is exact (barring subnormal entries), so a computation
+    on ``A / 2^e`` gives the same bits whatever the units of ``A``.
+    """
+    if A.size == 0:
+        return 0
+    top = float(np.max(np.abs(A)))
+    if not (top > 0 and math.isfinite(top)):
+        return 0
+    return math.frexp(top)[1]

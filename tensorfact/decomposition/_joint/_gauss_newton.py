@@ -1,9 +1,11 @@
 """Gauss-Newton (and, at a large residual, Newton) steps on the orthogonal group.
 
 ``U <- U expm(A)`` with ``A`` skew-symmetric; each step solves the linearised
-least-squares problem for the strictly lower residuals at ``A = 0`` and
-backtracks along ``expm(t A)`` until an Armijo decrease, so the loss never
-increases. The derivation is in ``docs/joint.md``.
+least-squares problem for the strictly lower residuals at ``A = 0`` (directly,
+or matrix-free by preconditioned CG, ``_matrix_free``) and backtracks along
+``expm(t A)`` until an Armijo decrease. Every trial point is orthonormalised
+before its loss is evaluated, so the loss recorded is that of an orthogonal
+matrix and never increases. The derivation is in ``docs/joint.md``.
 """
 
 from __future__ import annotations
@@ -17,12 +19,14 @@ import numpy as np
 
 from ... import _backend as B
 from .._monitor import IterationMonitor
+from ._matrix_free import CGStepper
 from ._objective import (
     DENSE_MAX_D,
     congruence,
     dense_forms,
     gradient,
     gram_and_gradient,
+    orthonormalize,
     relative_error,
     skew,
     triangularization_loss,
@@ -82,15 +86,21 @@ def newton_step(T: np.ndarray, second_order: bool) -> tuple[np.ndarray, float]:
 
 def gauss_newton(M: np.ndarray, U: np.ndarray, monitor: IterationMonitor, *, tol: float,
                  export: Callable[[np.ndarray], Any] | None = None,
-                 second_order: bool = True) -> tuple[np.ndarray, np.ndarray, float]:
-    """Run the iteration from ``U``; return ``(U, T, loss)``.
+                 second_order: bool = True,
+                 matrix_free: bool = False) -> tuple[np.ndarray, np.ndarray, float]:
+    """Run the iteration from ``U`` (orthonormalised first); return ``(U, T, loss)``.
 
     ``monitor`` receives the starting point and every accepted step (its
     ``n_iter``, ``converged`` and ``history`` describe the run); ``export``
     turns a host ``U`` into the callback's argument. ``second_order=False``
-    keeps plain Gauss-Newton steps throughout.
+    keeps plain Gauss-Newton steps throughout. ``matrix_free=True`` solves
+    each step by preconditioned CG (``_matrix_free.CGStepper``) instead of
+    forming and factoring the Gauss-Newton matrix.
     """
     d = M.shape[-1]
+    step_fn: Callable[[np.ndarray, bool], tuple[np.ndarray, float]]
+    step_fn = CGStepper() if matrix_free else newton_step
+    U = orthonormalize(U)
     scale = float(np.sum(M**2))
     floor = tol**2 * scale
     eps = np.finfo(np.float64).eps
@@ -103,7 +113,7 @@ def gauss_newton(M: np.ndarray, U: np.ndarray, monitor: IterationMonitor, *, tol
     prev_norm = math.inf
     slow = False
     for _ in monitor.iterations():
-        a, pred = newton_step(T, second_order and slow)
+        a, pred = step_fn(T, second_order and slow)
         a_norm = float(np.linalg.norm(a))
         slow = slow or a_norm > _SLOW_RATIO * prev_norm
         prev_norm = a_norm
@@ -114,7 +124,7 @@ def gauss_newton(M: np.ndarray, U: np.ndarray, monitor: IterationMonitor, *, tol
         step = 1.0
         accepted = False
         for _ in range(40):
-            Un = U @ B.expm(np, step * A, skew=True)
+            Un = orthonormalize(U @ B.expm(np, step * A, skew=True))
             Tn = congruence(Un, M)
             Ln = triangularization_loss(Tn)
             if Ln < L and Ln <= L - 1e-4 * step * pred:

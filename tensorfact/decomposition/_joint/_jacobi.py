@@ -1,4 +1,8 @@
-"""Jacobi sweeps: exact Givens rotations over all planes ``(p, q)``."""
+"""Jacobi sweeps: exact Givens rotations over all planes ``(p, q)``.
+
+After each sweep ``U`` is orthonormalised and ``T = U^T M U`` recomputed, so
+the loss recorded is that of the orthogonal ``U`` returned.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from .._monitor import IterationMonitor
-from ._objective import congruence, relative_error, triangularization_loss
+from ._objective import congruence, orthonormalize, relative_error, triangularization_loss
 
 __all__ = ["jacobi"]
 
@@ -18,7 +22,7 @@ __all__ = ["jacobi"]
 def jacobi(M: np.ndarray, U: np.ndarray, monitor: IterationMonitor, *, tol: float,
            export: Callable[[np.ndarray], Any] | None = None,
            ) -> tuple[np.ndarray, np.ndarray, float]:
-    """Run Jacobi sweeps from ``U`` (not modified); return ``(U, T, loss)``.
+    """Run Jacobi sweeps from ``U`` (not modified, orthonormalised first); return ``(U, T, loss)``.
 
     ``monitor`` receives the starting point and every sweep that decreased
     the loss; ``export`` turns a host ``U`` into the callback's argument.
@@ -26,7 +30,7 @@ def jacobi(M: np.ndarray, U: np.ndarray, monitor: IterationMonitor, *, tol: floa
     d = M.shape[-1]
     scale = float(np.sum(M**2))
     floor = tol**2 * scale
-    U = U.copy()
+    U = orthonormalize(U)
     T = congruence(U, M)
     L = triangularization_loss(T)
     monitor.start(relative_error(L, scale), objective=L)
@@ -40,6 +44,8 @@ def jacobi(M: np.ndarray, U: np.ndarray, monitor: IterationMonitor, *, tol: floa
         for p in range(d - 1):
             for q in range(p + 1, d):
                 _jacobi_pair(T, U, p, q, cg, sg)
+        U = orthonormalize(U)
+        T = congruence(U, M)
         Ln = triangularization_loss(T)
         if not Ln < L:
             # every rotation decreased its part of the loss; a sweep that does

@@ -24,6 +24,7 @@ __all__ = [
     "gram_and_gradient",
     "jacobian",
     "lower_vec",
+    "orthonormalize",
     "relative_error",
     "skew",
     "triangularization_loss",
@@ -42,6 +43,16 @@ DENSE_MAX_D = 56
 def congruence(U: np.ndarray, M: np.ndarray) -> np.ndarray:
     """``U^T M_n U`` for every matrix of the stack ``M``."""
     return np.einsum("ji,njk,kl->nil", U, M, U, optimize=True)
+
+
+def orthonormalize(U: np.ndarray) -> np.ndarray:
+    """Q factor of ``U`` whose R factor has a nonnegative diagonal.
+
+    ``U`` itself to rounding when ``U`` is orthogonal: removes the drift from
+    orthogonality that products of rotations accumulate.
+    """
+    Q, R = np.linalg.qr(U)
+    return Q * np.where(np.diag(R) < 0, -1.0, 1.0)[None, :]
 
 
 def relative_error(loss_value: float, scale: float) -> float:

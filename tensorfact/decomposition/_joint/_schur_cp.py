@@ -137,6 +137,16 @@ def cp_joint_schur(
         ``X`` not 3-way, empty, NaN/Inf, rank too large, bad ``n_slices``.
     TypeError
         Not an array, complex dtype.
+    FloatingPointError
+        If an eigenvalue or singular value solver fails on ``X``'s unfoldings
+        or slice ratios (its ``LinAlgError`` is not passed on).
+
+    Notes
+    -----
+    ``X`` is divided by the power of two that brings its largest entry into
+    ``[1/2, 1)`` before anything is computed (exact), and the weights are
+    multiplied back at the end: the factors and ``rel_error`` do not depend
+    on ``X``'s units (``2^-1000 X`` and ``2^1000 X`` give the same factors).
 
     References
     ----------
@@ -176,15 +186,24 @@ def cp_joint_schur(
         n_slices = check_positive_int(n_slices, "n_slices")
     gen = B.check_rng(rng)
     dt = X.dtype
+    # work on X / 2^e with max |entry| in [1/2, 1) (exact): no Gram matrix
+    # overflows or underflows, and the factors do not depend on X's units;
+    # the weights are scaled back at the end
+    top = B.to_float(xp.max(xp.abs(X)))
+    e = math.frexp(top)[1] if top > 0 and math.isfinite(top) else 0
+    if e != 0:
+        X = _times_power_of_two(X, -e)
     # put the modes in (a, b, c) order
     Xp = xp.permute_dims(X, (ma, mb, mc))
     Ia, Ib, Ic = shape[ma], shape[mb], shape[mc]
-    Pa = _leading_left(xp, xp.reshape(Xp, (Ia, Ib * Ic)), R)
-    Pb = _leading_left(xp, xp.reshape(xp.permute_dims(Xp, (1, 0, 2)), (Ib, Ia * Ic)), R)
+    with B.linalg_guard("cp_joint_schur: leading singular vectors of X's unfoldings"):
+        Pa = _leading_left(xp, xp.reshape(Xp, (Ia, Ib * Ic)), R)
+        Pb = _leading_left(xp, xp.reshape(xp.permute_dims(Xp, (1, 0, 2)), (Ib, Ia * Ic)), R)
     # core G[r, s, k] = sum_ij Pa[i, r] Pb[j, s] X[i, j, k]
     core = B.einsum(xp, "ir,js,ijk->rsk", Pa, Pb, Xp)
     Gc = np.array(B.to_numpy(core), dtype=np.float64)  # small R x R x Ic host copy
-    Ah, Bh, tri = _jennrich_core(Gc, R, n_slices, gen)
+    with B.linalg_guard("cp_joint_schur: joint eigenvectors of X's slice ratios"):
+        Ah, Bh, tri = _jennrich_core(Gc, R, n_slices, gen)
     A = Pa @ B.from_numpy(xp, Ah, like=X, dtype=dt)
     Bm = Pb @ B.from_numpy(xp, Bh, like=X, dtype=dt)
     # third factor by least squares: C = X_(c) (B kr A) ((A^T A) * (B^T B))^{-1}
@@ -197,7 +216,15 @@ def cp_joint_schur(
     w = cp.weights
     rel = _relative_residual(xp, Xp, cp.factors[ma] * w[None, :], cp.factors[mb],
                              cp.factors[mc])
+    if e != 0:
+        cp = CPTensor(list(cp.factors), weights=_times_power_of_two(w, e))
     return JointSchurCPResult(cp=cp, rel_error=rel, triangularization=tri)
+
+
+def _times_power_of_two(x: Any, k: int) -> Any:
+    """``x * 2^k`` in two exact factors (``2^k`` alone may not be representable)."""
+    k1 = k // 2
+    return (x * math.ldexp(1.0, k1)) * math.ldexp(1.0, k - k1)
 
 
 def _relative_residual(xp: Any, X: Any, A: Any, Bm: Any, C: Any) -> float:

@@ -10,19 +10,34 @@ import numpy as np
 
 from ... import _backend as B
 from ..._validation import check_nonneg_float, check_positive_int
-from .._monitor import IterationMonitor, check_callback
-from ._checks import check_orthogonal, check_stack
+from .._monitor import ConvergenceHistory, IterationMonitor, check_callback
+from ._checks import check_orthogonal, check_stack, power_of_two_exponent
 from ._gauss_newton import gauss_newton
 from ._jacobi import jacobi
-from ._objective import congruence, relative_error, triangularization_loss
+from ._objective import relative_error
 from ._results import JointTriangularizationResult
 
-__all__ = ["initial_triangularizer", "joint_triangularize"]
+__all__ = ["MATRIX_FREE_MIN_D", "METHODS", "initial_triangularizer", "joint_triangularize",
+           "resolve_method"]
 
 logger = logging.getLogger("tensorfact.joint")
 
-_HINT = ("the matrices may hold NaN/Inf (check_finite=False) or entries too large to square "
-         "in float64 (rescale them)")
+_HINT = "the matrices may hold NaN/Inf (check_finite=False)"
+
+METHODS = ("auto", "gauss_newton", "gauss_newton_cg", "jacobi")
+
+#: ``method="auto"`` uses ``"gauss_newton_cg"`` from this matrix size on and
+#: ``"gauss_newton"`` below it (measured crossover, ``docs/joint.md``).
+MATRIX_FREE_MIN_D = 24
+
+
+def resolve_method(method: str, d: int) -> str:
+    """The method ``method="auto"`` stands for at size ``d`` (others unchanged)."""
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if method == "auto":
+        return "gauss_newton_cg" if d >= MATRIX_FREE_MIN_D else "gauss_newton"
+    return method
 
 
 def joint_triangularize(
@@ -30,7 +45,7 @@ def joint_triangularize(
     /,
     *,
     init: Any = "schur",
-    method: str = "gauss_newton",
+    method: str = "auto",
     max_iter: int = 100,
     tol: float = 1e-12,
     rng: None | int | np.random.Generator = None,
@@ -48,7 +63,9 @@ def joint_triangularize(
     skew-symmetric, solves the linear least-squares problem for the
     strictly-lower residuals linearised at ``A = 0`` (a sparse Jacobian of
     size ``N d(d-1)/2 x d(d-1)/2``), and backtracks along the step until an
-    Armijo decrease, so the loss never increases. Quadratic convergence for
+    Armijo decrease, so the loss never increases. Each step forms and
+    factors the ``m x m`` Gauss-Newton matrix (``m = d(d-1)/2``, cost
+    ``O(d^6)``): the method for small ``d``. Quadratic convergence for
     exactly triangularizable families, fast linear convergence with noise;
     when the steps shrink slowly (a large residual at the minimum) the exact
     second-order term of the residual is added (a Newton step, where the
@@ -58,10 +75,31 @@ def joint_triangularize(
     Warns) and the iteration lowers the loss without bringing ``U`` closer
     to the noise-free triangularizer.
 
+    ``method="gauss_newton_cg"`` takes the same Gauss-Newton steps without
+    forming the Gauss-Newton matrix: ``J a`` and ``J^T r`` are products with
+    the stack (``O(N d^3)`` each), and the step solves ``J^T J a = -J^T r``
+    by preconditioned conjugate gradients to a relative residual of 0.1
+    (at most 500 iterations), with the same Armijo backtracking. The
+    preconditioner is built from the joint eigenvectors of the current
+    triangular forms (or is the diagonal of ``J^T J`` where those do not
+    help). Memory ``O(N d^2)``; for ``d = 150``, ``N = 3`` a run takes
+    seconds where the direct method does not finish.
+
     ``method="jacobi"`` sweeps over the pairs ``p < q`` and applies, for each,
     the Givens rotation that minimises the loss exactly (the loss restricted
     to one rotation angle is a trigonometric polynomial of degree 4; its
     global minimum is found on a grid and polished by Newton steps).
+
+    ``method="auto"`` (default) is ``"gauss_newton"`` for ``d < 24`` and
+    ``"gauss_newton_cg"`` from ``d = 24`` on (the measured crossover, see the
+    documentation page "Joint triangularization").
+
+    Every iterate is orthonormalised (QR) before its loss is evaluated, so
+    ``history.objective`` holds the loss of exactly the orthogonal matrices
+    visited and never increases. The iteration runs on the matrices divided
+    by a power of two that brings their largest entry into ``[1/2, 1)``:
+    ``U`` does not depend on their units (``2^-1000 M`` and ``2^1000 M``
+    give the same ``U``).
 
     Parameters
     ----------
@@ -72,7 +110,7 @@ def joint_triangularize(
         ``"schur"``: real Schur vectors of ``sum_n theta_n M_n`` with
         ``theta`` drawn from ``rng`` (unit norm). An array is used as the
         starting point.
-    method : {"gauss_newton", "jacobi"}
+    method : {"auto", "gauss_newton", "gauss_newton_cg", "jacobi"}
     max_iter : int
         Maximum Gauss-Newton steps or Jacobi sweeps.
     tol : float
@@ -100,7 +138,9 @@ def joint_triangularize(
         ``T`` in the caller's namespace and dtype (computed in float64 on the
         host); ``history`` holds the relative error, the elapsed time and
         the loss (``history.objective``) at the start and after every
-        iteration.
+        iteration. ``loss`` and ``history.objective`` are in the units of
+        the matrices squared: ``inf`` (or 0) where that leaves the float64
+        range (entries beyond about ``1e154``), ``rel_error`` is exact.
 
     Raises
     ------
@@ -111,7 +151,8 @@ def joint_triangularize(
     TypeError
         Not an array, complex dtype, a ``callback`` that is not callable.
     FloatingPointError
-        If the loss of an iterate (or of the starting point) is not finite.
+        If the loss of an iterate (or of the starting point) is not finite
+        (NaN/Inf let through with ``check_finite=False``).
 
     Warns
     -----
@@ -139,8 +180,7 @@ def joint_triangularize(
     (True, True)
     """
     xp, X, M = check_stack(matrices, finite=check_finite)
-    if method not in ("gauss_newton", "jacobi"):
-        raise ValueError(f"method must be 'gauss_newton' or 'jacobi', got {method!r}")
+    method = resolve_method(method, M.shape[-1])
     max_iter = check_positive_int(max_iter, "max_iter")
     tol = check_nonneg_float(tol, "tol")
     gen = B.check_rng(rng)
@@ -150,29 +190,41 @@ def joint_triangularize(
     def export(U: np.ndarray) -> Any:
         return B.from_numpy(xp, np.array(U), like=X, dtype=dt)
 
-    solve = gauss_newton if method == "gauss_newton" else jacobi
+    # the iteration runs on M / 2^e with max |entry| in [1/2, 1): exact, so U
+    # and every relative quantity do not depend on the matrices' units, and
+    # no square overflows or underflows
+    e = power_of_two_exponent(M)
+    Ms = np.ldexp(M, -e)
+    export_fn = export if callback is not None else None
     with IterationMonitor("joint_triangularize", max_iter=max_iter, tol=None,
                           callback=callback, verbose=verbose, logger=logger,
                           hint=_HINT) as monitor, np.errstate(over="ignore", invalid="ignore"):
         # a non-finite loss raises FloatingPointError in the monitor (and a
         # non-finite trial point fails the line search): NumPy's warnings
         # about the same values would only repeat it
-        U0 = initial_triangularizer(M, init, gen)
-        U, T, loss = solve(M, U0, monitor, tol=tol,
-                           export=export if callback is not None else None)
-        U, T, changed = _reorthonormalize(U, T, M)
-        scale = float(np.sum(M**2))
-        if changed:
-            loss = triangularization_loss(T)
-            monitor.replace_last(relative_error(loss, scale), objective=loss)
+        U0 = initial_triangularizer(Ms, init, gen)
+        if method == "jacobi":
+            U, T, loss = jacobi(Ms, U0, monitor, tol=tol, export=export_fn)
+        else:
+            U, T, loss = gauss_newton(Ms, U0, monitor, tol=tol, export=export_fn,
+                                      matrix_free=method == "gauss_newton_cg")
+        scale = float(np.sum(Ms**2))
+        rel = relative_error(loss, scale)
+    hist = monitor.history
+    with np.errstate(over="ignore", under="ignore"):
+        # back to the caller's units: the loss scales with 4^e (inf or 0 when
+        # that leaves the float64 range; rel_error is unaffected)
+        objective = tuple(float(v) for v in np.ldexp(np.asarray(hist.objective or ()), 2 * e))
+        loss_out = float(np.ldexp(loss, 2 * e))
+        T_out = np.ldexp(T, e)
     return JointTriangularizationResult(
         U=B.from_numpy(xp, U, like=X, dtype=dt),
-        T=B.from_numpy(xp, T, like=X, dtype=dt),
-        loss=float(loss),
-        rel_error=relative_error(loss, scale),
+        T=B.from_numpy(xp, T_out, like=X, dtype=dt),
+        loss=loss_out,
+        rel_error=rel,
         n_iter=monitor.n_iter,
         converged=monitor.converged,
-        history=monitor.history,
+        history=ConvergenceHistory(hist.rel_error, hist.time, objective),
     )
 
 
@@ -193,16 +245,3 @@ def initial_triangularizer(M: np.ndarray, init: Any, gen: np.random.Generator) -
         return np.asarray(Z, dtype=np.float64)
     return check_orthogonal(init, d, name="init")
 
-
-def _reorthonormalize(U: np.ndarray, T: np.ndarray,
-                      M: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
-    """Remove accumulated drift from orthogonality (rarely needed).
-
-    Only when ``||U^T U - I||_F > 1e-13``; returns ``(U, T, changed)``.
-    """
-    d = U.shape[0]
-    if np.linalg.norm(U.T @ U - np.eye(d)) <= 1e-13:
-        return U, T, False
-    Q, Rr = np.linalg.qr(U)
-    U = Q * np.where(np.diag(Rr) < 0, -1.0, 1.0)[None, :]
-    return U, congruence(U, M), True

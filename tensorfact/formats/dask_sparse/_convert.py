@@ -167,7 +167,7 @@ class _Buckets:
 
 
 class StoreWriter:
-    """Write a store partition by partition; :meth:`finish` adds the fiber indexes.
+    """Write a store partition by partition; `finish` adds the fiber indexes.
 
     Use as a context manager: on an exception everything written is removed.
 
@@ -176,7 +176,7 @@ class StoreWriter:
     root : path
         A directory that does not exist yet or is empty.
     shape : tuple of int or None
-        The dimensions; ``None`` until :meth:`set_shape` (when they are
+        The dimensions; ``None`` until `set_shape` (when they are
         known only after a pass over the input).
     dtype : numpy dtype
         float32 or float64 values.
@@ -209,7 +209,7 @@ class StoreWriter:
 
     @property
     def shape(self) -> tuple[int, ...]:
-        """The tensor's dimensions (set on construction or by :meth:`set_shape`)."""
+        """The tensor's dimensions (set on construction or by `set_shape`)."""
         if self._shape is None:  # pragma: no cover - internal misuse
             raise RuntimeError("StoreWriter.set_shape was not called")
         return self._shape
@@ -403,7 +403,7 @@ def convert_tns(path: str | os.PathLike[str], root: str | os.PathLike[str], *,
     values, raw binary) into the store's temporary folder while taking the
     largest index per mode (the shape, unless given); the spill is then
     bucket-sorted into primary partitions and deleted, and
-    :meth:`StoreWriter.finish` adds the fiber indexes.
+    `StoreWriter.finish` adds the fiber indexes.
     """
     from .._tns import TnsReader
 

@@ -1,7 +1,7 @@
 """Dask plumbing: the active scheduler, shared inputs, tree reductions.
 
 The library holds no scheduler state and never creates a client: graphs are
-computed with :func:`dask.compute`, i.e. on whatever scheduler is active
+computed with `dask.compute`, i.e. on whatever scheduler is active
 (the local threaded one by default, a ``distributed.Client`` when the user
 has made one the default).
 """

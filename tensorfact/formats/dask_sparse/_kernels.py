@@ -4,7 +4,7 @@ Each kernel works on one memory-mapped partition and releases the GIL, so
 the partitions of a threaded Dask scheduler run concurrently; a kernel never
 starts threads of its own (no nested parallelism inside Dask workers).
 Factor matrices arrive stacked into one float64 ``(sum_m I_m, R)`` array with
-row offsets (:func:`tensorfact._kernels.sparse.stack_factors`).
+row offsets (`tensorfact._kernels.sparse.stack_factors`).
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ last key of a partition. A mode whose other dimensions have more than
 ``meta.json`` records, for every file, its name, size in bytes and CRC-32.
 Opening a store checks that every file exists with its recorded size (a
 truncated or missing file raises an error naming it); every read checks the
-size and the ``.npy`` header again, and :func:`verify_checksums` compares the
+size and the ``.npy`` header again, and `verify_checksums` compares the
 CRC-32 of every file. Files are read with ``numpy.load(..., mmap_mode="r",
 allow_pickle=False)``; nothing is ever unpickled.
 """

@@ -33,21 +33,21 @@ class DaskSparseTensor:
     """A sparse tensor stored in partitions on disk, computed on with Dask.
 
     The nonzeros live in a *store* (a directory of ``.npy`` files and a
-    ``meta.json``, see :mod:`tensorfact.formats.dask_sparse`): primary
+    ``meta.json``, see `tensorfact.formats.dask_sparse`): primary
     partitions in canonical order for the passes over all nonzeros, and per
     mode a fiber index for sampled-fiber access. Every operation of the
-    :class:`tensorfact.formats.TensorFormat` protocol is a Dask graph with
+    `tensorfact.formats.TensorFormat` protocol is a Dask graph with
     one task per partition (Numba kernels on the memory-mapped files) and a
     tree reduction, computed by ``dask.compute`` on whatever scheduler is
     active: the local threaded scheduler by default, a
     ``distributed.Client`` when one is the default (the library never
     creates one). The factor matrices are sent to the tasks once per call
-    (scattered to the workers when a client is active). So :func:`cp_als`
-    and :func:`spals` accept a ``DaskSparseTensor`` as they are, out of core.
+    (scattered to the workers when a client is active). So `cp_als`
+    and `spals` accept a ``DaskSparseTensor`` as they are, out of core.
 
-    Open a store with ``DaskSparseTensor(store)`` (or :meth:`from_store`);
-    build one with :meth:`from_tns`, :meth:`from_sparse` or
-    :func:`tensorfact.datasets.planted_sparse_store`.
+    Open a store with ``DaskSparseTensor(store)`` (or `from_store`);
+    build one with `from_tns`, `from_sparse` or
+    `tensorfact.datasets.planted_sparse_store`.
 
     Parameters
     ----------
@@ -64,7 +64,7 @@ class DaskSparseTensor:
     shape : tuple of int
     dtype : numpy dtype
     like : numpy array
-        An empty array of :attr:`dtype` (NumPy, host).
+        An empty array of `dtype` (NumPy, host).
     store : pathlib.Path
         The store directory (absolute).
 
@@ -78,9 +78,9 @@ class DaskSparseTensor:
 
     Notes
     -----
-    Memory: one partition per running task plus, for :meth:`mttkrp`, a
+    Memory: one partition per running task plus, for `mttkrp`, a
     float64 block of the output rows a partition touches. The store must be
-    reachable under the same path from every Dask worker. :attr:`bytes_read`
+    reachable under the same path from every Dask worker. `bytes_read`
     counts the bytes of array data the tasks read (the slices touched; the
     page cache may read more from disk).
 
@@ -98,7 +98,7 @@ class DaskSparseTensor:
     True
     """
 
-    #: largest mode size for which :meth:`mode_gram` forms the ``I_n x I_n`` Gram
+    #: largest mode size for which `mode_gram` forms the ``I_n x I_n`` Gram
     MAX_GRAM_SIZE = 4096
 
     def __init__(self, store: str | os.PathLike[str], /, *, verify: bool = False) -> None:
@@ -133,7 +133,7 @@ class DaskSparseTensor:
         """Convert a FROSTT ``.tns`` file (plain or ``.gz``) into a new store, streaming.
 
         The file is parsed in blocks (the grammar, checks and line-numbered
-        errors of :func:`tensorfact.datasets.read_tns`), spilled to the
+        errors of `tensorfact.datasets.read_tns`), spilled to the
         store's temporary folder, and bucket-sorted by key range into
         partitions of about ``partition_nnz`` nonzeros (duplicates summed in
         file order); the fiber index of every mode is built the same way. The
@@ -154,7 +154,7 @@ class DaskSparseTensor:
         dtype : dtype
             float32 or float64 values.
         has_values : bool, optional
-            As for :func:`tensorfact.datasets.read_tns`.
+            As for `tensorfact.datasets.read_tns`.
         progress : bool
             Show tqdm progress bars.
 
@@ -179,7 +179,7 @@ class DaskSparseTensor:
     @classmethod
     def from_sparse(cls, X: SparseTensor, store: str | os.PathLike[str], /,
                     npartitions: int = 1, *, progress: bool = False) -> DaskSparseTensor:
-        """Write an in-memory :class:`SparseTensor` as a new store of ``npartitions`` partitions.
+        """Write an in-memory `SparseTensor` as a new store of ``npartitions`` partitions.
 
         Data of another namespace is copied to the host. The fiber indexes
         get about as many partitions (a fiber is never split).
@@ -194,7 +194,7 @@ class DaskSparseTensor:
         return cls(store)
 
     def to_sparse(self) -> SparseTensor:
-        """All nonzeros in memory as a :class:`SparseTensor` (small tensors only)."""
+        """All nonzeros in memory as a `SparseTensor` (small tensors only)."""
         N = self.ndim
         coords = [np.asarray(p.arrays["coords"].open(), dtype=np.int64) for p in self._primary]
         values = [np.array(p.arrays["values"].open()) for p in self._primary]
@@ -247,11 +247,11 @@ class DaskSparseTensor:
 
     @property
     def bytes_read(self) -> int:
-        """Bytes of array data read from the store since the last :meth:`reset_bytes_read`."""
+        """Bytes of array data read from the store since the last `reset_bytes_read`."""
         return self._bytes
 
     def reset_bytes_read(self) -> int:
-        """Set :attr:`bytes_read` to 0; return its previous value."""
+        """Set `bytes_read` to 0; return its previous value."""
         with self._lock:
             old, self._bytes = self._bytes, 0
         return old
@@ -383,7 +383,7 @@ class DaskSparseTensor:
         return np.asarray(gram, dtype=self.dtype)
 
     def leading_subspace(self, mode: int, k: int, rng: Any) -> np.ndarray:
-        """Leading ``k`` eigenvectors of :meth:`mode_gram` (``rng`` unused)."""
+        """Leading ``k`` eigenvectors of `mode_gram` (``rng`` unused)."""
         return leading_from_gram(self.xp, self.mode_gram(mode), k)
 
     def residual_norm_sq(self, weights: Any, factors: Any) -> float:
@@ -436,7 +436,7 @@ class DaskSparseTensor:
         SparseRows
             Sample number, mode index and value of every entry, samples in
             order and the entries of a fiber in increasing mode index (the
-            order of :meth:`SparseTensor.gather_fibers`).
+            order of `SparseTensor.gather_fibers`).
 
         Raises
         ------
