@@ -244,8 +244,7 @@ def _sweep(draw):
               Variant("returns None", lambda n, M: None, "error"),
               Variant("returns a list", lambda n, M: M.tolist(), "error"),
               Variant("returns wrong shape", lambda n, M: M[:1], "error"),
-              Variant("not callable", 3, "error"),
-              Variant("wrong arity", lambda M: M, "error")]
+              Variant("not callable", 3, "error")]
     v = draw(one_of_variants(vs))
     args[which] = v.value
 
