@@ -44,8 +44,8 @@ class CPTensor(Frozen):
     >>> import numpy as np
     >>> cp = CPTensor([np.ones((2, 1)), np.ones((3, 1))], weights=np.array([2.0]))
     >>> weights, factors = cp
-    >>> cp.shape, cp.rank, float(cp.norm())
-    ((2, 3), 1, 4.898979485566356)
+    >>> cp.shape, cp.rank, round(float(cp.norm()), 12)
+    ((2, 3), 1, 4.898979485566)
     """
 
     __slots__ = ("_weights", "_factors", "_xp")
