@@ -229,7 +229,7 @@ def run(args: argparse.Namespace) -> int:
         "benchmark": "out_of_core",
         "machine": _common.machine_info(threads),
         "machine_memory_bytes": machine_memory(),
-        "store": {"path": str(path), "shape": shape, "dtype": "float64", "bytes": store_bytes,
+        "store": {"path": path.name, "shape": shape, "dtype": "float64", "bytes": store_bytes,
                   "planted_rank": R, "noise": args.noise, "seed": args.seed,
                   "created_s": create_s or None},
         "chunks": {"shape": chunks, "bytes": math.prod(chunks) * 8,

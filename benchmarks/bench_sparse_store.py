@@ -98,7 +98,7 @@ def ensure_store(store: Path, shape: tuple[int, ...], rank: int, nnz: int, parti
     if X.shape != shape:
         raise SystemExit(f"{store} holds a tensor of shape {X.shape}, not {shape}; "
                          "choose another --store")
-    info.update(store=str(store), exact=exact, shape=list(X.shape), nnz=X.nnz,
+    info.update(store=store.name, exact=exact, shape=list(X.shape), nnz=X.nnz,
                 npartitions=X.npartitions,
                 store_bytes=X.store_nbytes, primary_bytes=X.primary_nbytes)
     return info
