@@ -48,7 +48,7 @@ def spals_sample_count(shape: tuple[int, ...], rank: int, mode: int, *, alpha: f
     >>> spals_sample_count((400, 400, 400), 10, 0, alpha=0.5)
     1795
     """
-    shape = check_shape(shape, "shape")
+    shape = check_shape(shape, "shape", min_ndim=2)
     rank = check_positive_int(rank, "rank")
     mode = check_index(mode, "mode", len(shape))
     alpha = check_real(alpha, "alpha", low=0.0, low_open=True)

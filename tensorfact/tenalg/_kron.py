@@ -92,7 +92,7 @@ def kron(*arrays: Array) -> Array:
     for n in range(max(A.ndim for A in arrays)):
         for A in arrays:
             size *= int(A.shape[A.ndim - 1 - n]) if n < A.ndim else 1
-    check_allocation(size, 8, "the Kronecker product")
+    check_allocation(size, 8, "the Kronecker product of arrays")
     N = max(A.ndim for A in arrays)
     out = arrays[0]
     if out.ndim < N:

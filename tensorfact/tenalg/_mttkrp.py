@@ -36,6 +36,7 @@ __all__ = ["DimensionTree", "mttkrp", "mttkrp_sweep"]
 def _check_mttkrp_args(X: Any, factors: Sequence[Any], mode: Any) -> int:
     check_array(X, "X")
     _check_factors(factors)
+    B.namespace(X, *factors, name="X and factors")
     if len(factors) != X.ndim:
         raise ValueError(
             f"factors has {len(factors)} matrices but X has {X.ndim} modes"

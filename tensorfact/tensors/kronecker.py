@@ -219,12 +219,23 @@ class KroneckerTensor(_KroneckerFamily):
         """Frobenius norm, ``sqrt(sum_{r,q} prod_s <A_r^(s), A_q^(s)>)``, never densifying.
 
         Uses ``<A ⊗ B, C ⊗ D> = <A, C> <B, D>``; costs
-        ``R^2 sum_s prod(factor_shapes[s])``. Returns a 0-d array in the
+        ``R^2 sum_s prod(factor_shapes[s])``. Each factor is divided by its
+        largest magnitude first, so no square leaves the dtype's range
+        whenever the norm itself is representable. Returns a 0-d array in the
         factors' namespace.
         """
         xp = self._xp
-        sq = xp.sum(self.gram())
-        return xp.sqrt(xp.clip(sq, 0, None))
+        G = None
+        scale = None
+        for F in self._flat():
+            m = xp.max(xp.abs(F))
+            c = xp.where(m > 0, m, xp.ones_like(m))
+            Fs = F / c
+            Gs = Fs @ xp.matrix_transpose(Fs)
+            G = Gs if G is None else G * Gs
+            scale = c if scale is None else scale * c
+        sq = xp.sum(G)
+        return scale * xp.sqrt(xp.clip(sq, 0, None))
 
     def inner(self, other: Any) -> Any:
         """Frobenius inner product with a KroneckerTensor or a dense array.
