@@ -127,6 +127,7 @@ class SparseTensor:
         if not B.is_array(values):
             values = np.asarray(values)
         xp = B.namespace(coords, values, name="coords and values")
+        B.check_real_dtype(coords, xp, name="coords")
         if not xp.isdtype(coords.dtype, "integral"):
             raise TypeError(f"coords must have an integer dtype, got {coords.dtype}")
         N = len(dims)

@@ -75,7 +75,7 @@ def khatri_rao(factors: Sequence[Any], /, *, weights: Any = None, skip: int | No
     if weights is not None and tuple(weights.shape) != (R,):
         raise ValueError(f"weights must have shape ({R},), got {tuple(weights.shape)}")
     check_allocation(math.prod(int(A.shape[0]) for A in mats) * R,
-                     int(getattr(mats[0].dtype, "itemsize", 8)), "the Khatri-Rao product")
+                     int(getattr(mats[0].dtype, "itemsize", 8)), "factors: the Khatri-Rao product")
     return _khatri_rao(xp, mats, weights)
 
 

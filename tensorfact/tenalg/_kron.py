@@ -82,7 +82,7 @@ def kron(*arrays: Array) -> Array:
     (10, 3, 8)
     """
     if len(arrays) == 0:
-        raise ValueError("kron needs at least one array")
+        raise ValueError("arrays is empty: kron needs at least one array")
     for i, A in enumerate(arrays):
         if not hasattr(A, "shape") or not hasattr(A, "dtype"):
             raise TypeError(f"arrays[{i}] must be an array, got {type(A).__name__}")

@@ -162,6 +162,10 @@ def sample_krp_rows(
     _check_factors(factors)
     xp = B.namespace(*factors, name="factors")
     n_samples = check_positive_int(n_samples, "n_samples")
+    empty = [m for m, A in enumerate(factors) if int(A.shape[0]) == 0]
+    if empty:
+        raise ValueError(f"factors[{empty[0]}] has no rows: the Khatri-Rao product has no row "
+                         "to sample")
     sampler = check_choice(sampler, "sampler", ("product", "exact"))
     tau = _check_threshold(deterministic_threshold)
     gen = B.check_rng(rng)
