@@ -21,7 +21,7 @@ from tensorfact import (
 from tensorfact import _backend as B
 from tensorfact.datasets import planted_cp
 
-METHODS = ["gauss_newton", "jacobi"]
+METHODS = ["gauss_newton", "gauss_newton_cg", "jacobi"]
 
 
 def noisy_problem(d=6, N=4, sigma=1e-3, seed=0):
@@ -165,11 +165,15 @@ def test_check_finite_false_changes_nothing_on_finite_input():
 
 
 @pytest.mark.parametrize("method", METHODS)
-def test_loss_overflow_raises_floating_point_error(method):
-    # finite entries whose squares overflow: the loss is not finite
+def test_entries_too_large_to_square_are_fine(method):
+    # the iteration runs on the matrices scaled by a power of two: same U and
+    # rel_error; the loss itself (1e320 times larger) is inf in the caller's units
     M, _ = noisy_problem(seed=9)
-    with pytest.raises(FloatingPointError, match="rescale"):
-        joint_triangularize(M * 1e160, rng=0, method=method)
+    ref = joint_triangularize(M, rng=0, method=method)
+    big = joint_triangularize(M * 2.0**600, rng=0, method=method)
+    np.testing.assert_array_equal(big.U, ref.U)
+    assert big.rel_error == ref.rel_error
+    assert big.loss == math.inf and all(v == math.inf for v in big.history.objective)
 
 
 def test_singular_gauss_newton_matrix_warns_and_loss_still_decreases():
