@@ -383,8 +383,25 @@ class DaskSparseTensor:
         return np.asarray(gram, dtype=self.dtype)
 
     def leading_subspace(self, mode: int, k: int, rng: Any) -> np.ndarray:
-        """Leading ``k`` eigenvectors of `mode_gram` (``rng`` unused)."""
-        return leading_from_gram(self.xp, self.mode_gram(mode), k)
+        """Leading ``k`` left singular vectors of ``unfold(X, mode)`` (approximately).
+
+        Modes up to `MAX_GRAM_SIZE` rows: eigenvectors of `mode_gram`.
+        Larger modes: a randomised range finder with a Khatri-Rao-structured
+        Gaussian test matrix, i.e. one MTTKRP with random factors (one pass
+        over the store), orthonormalised; no power step (it would need the
+        transposed unfolding, as large as the store). The sketch lies in the
+        range of the unfolding, so its rows vanish where the mode has no data:
+        a data-driven start for ALS and SPALS on very sparse tensors.
+        """
+        mode = int(mode)
+        In = self.shape[mode]
+        if In <= self.MAX_GRAM_SIZE:
+            return leading_from_gram(self.xp, self.mode_gram(mode), k)
+        gen = np.random.default_rng(rng) if not isinstance(rng, np.random.Generator) else rng
+        kk = min(In, int(k) + 10)
+        omega = [gen.standard_normal((d, kk)) for d in self.shape]
+        Q, _ = np.linalg.qr(self.mttkrp(omega, mode))
+        return np.ascontiguousarray(Q[:, :int(k)], dtype=self.dtype)
 
     def residual_norm_sq(self, weights: Any, factors: Any) -> float:
         """Exact ``||X - [[weights; factors]]||^2`` in float64, never densifying.
