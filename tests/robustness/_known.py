@@ -30,6 +30,9 @@ KNOWN: dict[str, str] = {
     "joint_triangularize/matrices": (
         "decomposition/_joint: matrices as a nested list gives the namespace error without "
         "naming matrices"),
+    "joint_triangularize/options": (
+        "decomposition/_joint/_solver.py: a callback that raises ValueError does not stop the "
+        "run: the exception is swallowed and a result returned"),
     "joint_eigen/args": (
         "decomposition/_joint/_schur_cp.py joint_eigen: complex, masked or object U accepted; "
         "matrices as a nested list gives the namespace error without naming matrices"),
@@ -53,6 +56,7 @@ KNOWN: dict[str, str] = {
     "KroneckerEmbedding/args": (
         "nn/_kronecker.py KroneckerEmbedding: num_embeddings/embedding_dim go through int(): "
         "[6], None or 1j give int()'s TypeError unnamed; 6.5, np.float64(4) and '6' accepted"),
+    "GKPDConv2d/args": "nn/_conv.py GKPDConv2d: rank=[1] (a list) accepted",
     "compress/args": (
         "nn/_compress.py compress: max_candidates=0 accepted; method=['kronecker'] gives "
         "'unhashable type: list' without the name"),

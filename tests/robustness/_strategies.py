@@ -235,7 +235,8 @@ def dense_variants(X: np.ndarray, *, min_ndim: int = 2, name: str = "X",
 
 def algebra_variants(X: np.ndarray, *, min_ndim: int = 2) -> list[Variant]:
     """:func:`dense_variants` for building blocks, which let NaN/Inf propagate like NumPy."""
-    return [v for v in dense_variants(X, min_ndim=min_ndim, finite_checked=False)
+    return [v if v.label != "empty mode" else Variant(v.label, v.value, "either")
+            for v in dense_variants(X, min_ndim=min_ndim, finite_checked=False)
             if v.label != "+1 mode"]
 
 

@@ -242,8 +242,9 @@ def _read_options(draw):
               Variant("None", None, "either"), Variant("3", 3, "error")]
     elif which == "index_base":
         vs = int_variants(1, lo=0) + [Variant("0", 0, "ok"), Variant("2", 2, "error")]
-    elif which == "has_values":
-        vs = bool_variants(none_ok=True)
+    elif which == "has_values":  # the file has a value column: False reads it as an index
+        vs = [x if x.value is not False and x.value is not np.False_
+              else Variant(x.label, x.value, "error") for x in bool_variants(none_ok=True)]
     else:
         vs = int_variants(64)
     v = draw(one_of_variants(vs))

@@ -40,7 +40,8 @@ def _factor_variants(F: list[np.ndarray], finite_checked: bool = True) -> list[V
     """
     retyped = ("float32", "float16", "int64", "bool", "float32 times 1e30")
     out = [Variant(f"factors[1] {v.label}", F[:1] + [v.value] + F[2:],
-                   "either" if v.label in retyped else v.expect)
+                   "either" if v.label in retyped
+                   or (v.label == "empty mode" and not finite_checked) else v.expect)
            for v in dense_variants(F[1], min_ndim=2, finite_checked=finite_checked)
            if v.label not in ("+1 mode",)]
     out += [
