@@ -70,9 +70,4 @@ KNOWN: dict[str, str] = {
         "nn/_conv.py kronecker_conv2d: NumPy x or factors reach torch.conv2d (torch's words); "
         "ranks=[1.5] accepted; factors=None or ranks=1 give len()/iteration TypeErrors unnamed; "
         "ranks=[2] reported against factors"),
-    "cli cp/options": (
-        "cli.py cp: --out DIR (an existing directory) writes DIR.npz and prints 'saved DIR'"),
-    "cli compress/args": (
-        "cli.py / nn/_compress.py compress: --out in a missing directory escapes as a "
-        "SafetensorError traceback; a checkpoint of NaN weights is compressed without error"),
 }
