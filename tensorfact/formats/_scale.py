@@ -55,5 +55,7 @@ def safe_scale(data: Any, norm_sq: float) -> tuple[Any, float]:
     m = float(data.max_abs())
     if not (m > 0 and math.isfinite(m)):  # the zero tensor (or non-finite data)
         return data, 1.0
-    factor = math.ldexp(1.0, -math.frexp(m)[1])  # 2^-e with m = f 2^e, f in [0.5, 1)
+    # 2^-e with m = f 2^e, f in [0.5, 1); capped so the factor itself is finite when
+    # m is subnormal (the data then lands near 2^-74, well inside the safe window)
+    factor = math.ldexp(1.0, min(-math.frexp(m)[1], 1000))
     return data.scaled(factor), factor

@@ -5,10 +5,10 @@ marked ``xfail(strict=False)`` until the modules named are fixed; the full
 run (``--runslow``) lists every failing case.
 """
 
-_SUBNORMAL = ("formats/_scale.py safe_scale: math.ldexp(1, -e) raises OverflowError when the "
-              "data's largest magnitude is subnormal (below 2**-1022)")
-_INT_W = ("decomposition/_kronecker.py: integer W refused ('expected a real floating array') "
-          "although DESIGN.md promotes integers to the default float")
+_SUBNORMAL = ("formats/_scale.py: data whose largest magnitude is subnormal (below 2**-1022) "
+              "is solved in scaled units, but the returned weights are themselves subnormal "
+              "and keep only a few bits: the model's error in the data's units differs from "
+              "rel_error")
 _KRON_OPTIONS = ("decomposition/_kronecker.py: n_oversamples/n_iter go through int(): [2] or "
                  "None give int()'s TypeError without the argument's name; '2' and True "
                  "accepted")
@@ -16,8 +16,6 @@ _KRON_OPTIONS = ("decomposition/_kronecker.py: n_oversamples/n_iter go through i
 KNOWN: dict[str, str] = {
     "cp_als/X-subnormal": _SUBNORMAL,
     "spals/X-subnormal": _SUBNORMAL,
-    "nearest_kronecker/W": _INT_W,
-    "gkpd/W": _INT_W,
     "nearest_kronecker/options": _KRON_OPTIONS,
     "gkpd/options": _KRON_OPTIONS,
     "kronecker_shapes/args": (
