@@ -11,11 +11,11 @@ Host round trip
 ---------------
 The matrices handled here are small (``d`` is a CP rank or a matrix size of
 at most a few hundred), and the algorithms need the real Schur form, sparse
-Jacobians and many tiny dense solves. :func:`joint_triangularize`,
-:func:`triangularization_error_bound` and :func:`joint_eigen` therefore copy
+Jacobians and many tiny dense solves. `joint_triangularize`,
+`triangularization_error_bound` and `joint_eigen` therefore copy
 the ``(N, d, d)`` stack to the host once (``tensorfact._backend.to_numpy``),
 work in float64 with NumPy/SciPy, and move the (equally small) results back
-to the caller's namespace, device and dtype. :func:`cp_joint_schur` touches
+to the caller's namespace, device and dtype. `cp_joint_schur` touches
 the full tensor only inside the caller's namespace (compression, least
 squares for the third factor); only the ``R x R x K`` core goes to the host.
 
@@ -25,9 +25,11 @@ Jacobi rotation, and the derivation of the error bound) is written out in
 
 Modules: ``_results`` (result objects), ``_checks`` (input validation),
 ``_objective`` (loss, Jacobian, gradient, Gram forms), ``_gauss_newton`` and
-``_jacobi`` (the two iterations), ``_solver`` (:func:`joint_triangularize`),
-``_bound`` (:func:`triangularization_error_bound`) and ``_schur_cp``
-(:func:`joint_eigen`, :func:`cp_joint_schur`).
+``_jacobi`` (the iterations), ``_matrix_free`` (products with the
+Jacobian, preconditioned CG and LOBPCG for large ``d``), ``_solver``
+(`joint_triangularize`),
+``_bound`` (`triangularization_error_bound`) and ``_schur_cp``
+(`joint_eigen`, `cp_joint_schur`).
 """
 
 from ._bound import triangularization_error_bound

@@ -183,7 +183,7 @@ class JacobianOperator:
 
 @dataclass
 class CGResult:
-    """Outcome of :func:`pcg`."""
+    """Outcome of `pcg`."""
 
     x: np.ndarray
     iterations: int
@@ -325,65 +325,76 @@ def least_squares_step(op: JacobianOperator, *, rtol: float = 1e-10,
 
 
 def smallest_singular_values(op: JacobianOperator, k: int, *, maxiter: int = 2000,
-                             rng: np.random.Generator | None = None,
+                             rtol: float = 1e-3, rng: np.random.Generator | None = None,
                              ) -> tuple[np.ndarray, np.ndarray]:
     """Lower and upper estimates of the ``k`` smallest singular values of ``J``.
 
     LOBPCG on ``J^T J`` (eigenvector preconditioner, then Jacobi if that one
-    does not converge). For each Ritz pair ``(theta, v)`` with residual
-    ``rho = ||J^T J v - theta v||`` an eigenvalue lies in
+    does not converge), at most ``maxiter`` iterations per preconditioner.
+    For each Ritz pair ``(theta, v)`` the residual
+    ``rho = ||J^T J v - theta v||`` is recomputed and an eigenvalue lies in
     ``[theta - rho, theta + rho]``; the returned lower estimates are
     ``sqrt(max(theta - rho, 0))`` and the upper ones ``sqrt(theta)`` (a
-    Rayleigh quotient is never below the smallest eigenvalue). Both sorted.
+    Rayleigh quotient is never below the smallest eigenvalue), both sorted.
+    LOBPCG's tolerance is absolute: it is tightened to ``rtol`` times the
+    current smallest Ritz value and the run continued from its vectors until
+    ``rho <= rtol * theta`` for all pairs, or the budget is spent.
     """
     m = op.m
     k = max(1, min(k, m))
     gen = rng if rng is not None else np.random.default_rng(0)
 
-    def matmat(X: np.ndarray) -> np.ndarray:
-        X = np.asarray(X)
-        if X.ndim == 1:
-            return op.gram(X)
-        return np.column_stack([op.gram(X[:, i]) for i in range(X.shape[1])])
-
-    G = spla.LinearOperator((m, m), matvec=matmat, matmat=matmat, dtype=np.float64)
-    scale = float(np.max(op.gram_diagonal())) if m else 0.0
-    X0 = gen.standard_normal((m, k))
-    best: tuple[np.ndarray, np.ndarray] | None = None
-    for kind in ("eigenvector", "jacobi"):
-        _, P = op.preconditioner(kind)
-
-        def pmat(X: np.ndarray, P: Callable[[np.ndarray], np.ndarray] = P) -> np.ndarray:
+    def as_block(f: Callable[[np.ndarray], np.ndarray]) -> spla.LinearOperator:
+        def matmat(X: np.ndarray) -> np.ndarray:
             X = np.asarray(X)
             if X.ndim == 1:
-                return P(X)
-            return np.column_stack([P(X[:, i]) for i in range(X.shape[1])])
+                return f(X)
+            return np.column_stack([f(X[:, i]) for i in range(X.shape[1])])
+        return spla.LinearOperator((m, m), matvec=matmat, matmat=matmat, dtype=np.float64)
 
-        Pop = spla.LinearOperator((m, m), matvec=pmat, matmat=pmat, dtype=np.float64)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # non-convergence is judged from the residuals
-            try:
-                w, V = spla.lobpcg(G, X0, M=Pop, largest=False, tol=1e-9 * max(scale, 1e-300),
-                                   maxiter=maxiter)
-            except (np.linalg.LinAlgError, ValueError):
-                continue
-        w = np.asarray(w, dtype=np.float64)
-        V = np.asarray(V, dtype=np.float64)
-        if not (np.all(np.isfinite(w)) and np.all(np.isfinite(V))):
-            continue
-        V = V / np.linalg.norm(V, axis=0, keepdims=True)
-        theta = np.array([float(V[:, i] @ op.gram(V[:, i])) for i in range(V.shape[1])])
-        rho = np.array([float(np.linalg.norm(op.gram(V[:, i]) - theta[i] * V[:, i]))
-                        for i in range(V.shape[1])])
-        order = np.argsort(theta)
-        theta, rho = np.maximum(theta[order], 0.0), rho[order]
-        lower = np.sqrt(np.maximum(theta - rho, 0.0))
-        upper = np.sqrt(theta)
-        if best is None or lower[0] > best[0][0]:
-            best = (lower, upper)
-        if np.all(rho <= 1e-3 * np.maximum(theta, 1e-300)):
-            break
-        X0 = V
+    G = as_block(op.gram)
+    X0 = gen.standard_normal((m, k))
+    best: tuple[np.ndarray, np.ndarray] | None = None
+    top_upper = math.inf
+    for kind in ("eigenvector", "jacobi"):
+        Pop = as_block(op.preconditioner(kind)[1])
+        theta_ref = float(np.max(op.gram_diagonal())) if m else 0.0  # >= lambda_min
+        left = maxiter
+        while left > 0:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # non-convergence is judged from the residuals
+                try:
+                    w, V, hist = spla.lobpcg(G, X0, M=Pop, largest=False,
+                                             tol=0.5 * rtol * max(theta_ref, 1e-300),
+                                             maxiter=left, retResidualNormsHistory=True)
+                except (np.linalg.LinAlgError, ValueError):
+                    break
+            left -= max(len(hist), 1)
+            V = np.asarray(V, dtype=np.float64)
+            if not (np.all(np.isfinite(np.asarray(w))) and np.all(np.isfinite(V))):
+                break
+            V = V / np.linalg.norm(V, axis=0, keepdims=True)
+            GV = matmat_cols(op.gram, V)
+            theta = np.maximum(np.sum(V * GV, axis=0), 0.0)
+            rho = np.linalg.norm(GV - V * theta[None, :], axis=0)
+            order = np.argsort(theta)
+            theta, rho, V = theta[order], rho[order], V[:, order]
+            lower = np.sqrt(np.maximum(theta - rho, 0.0))
+            upper = np.sqrt(theta)
+            top_upper = min(top_upper, float(upper[0]))
+            if best is None or lower[0] > best[0][0]:
+                best = (lower, upper)
+            X0 = V
+            if np.all(rho <= rtol * theta):
+                return best[0], np.concatenate([[top_upper], best[1][1:]])
+            if not theta[0] < 0.5 * theta_ref:
+                break  # no longer improving: the other preconditioner
+            theta_ref = float(theta[0])
     if best is None:
-        return np.zeros(k), np.full(k, math.inf)
-    return best
+        return np.zeros(k), np.full(k, min(top_upper, math.inf))
+    return best[0], np.concatenate([[top_upper], best[1][1:]])
+
+
+def matmat_cols(f: Callable[[np.ndarray], np.ndarray], X: np.ndarray) -> np.ndarray:
+    """``f`` applied to every column of ``X``."""
+    return np.column_stack([f(X[:, i]) for i in range(X.shape[1])])

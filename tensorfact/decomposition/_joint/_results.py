@@ -23,7 +23,7 @@ class BoundInvalidWarning(RuntimeWarning):
 
 @dataclass(frozen=True)
 class JointTriangularizationResult:
-    """Result of :func:`tensorfact.joint_triangularize`.
+    """Result of `tensorfact.joint_triangularize`.
 
     Attributes
     ----------
@@ -58,7 +58,7 @@ class JointTriangularizationResult:
 
 @dataclass(frozen=True)
 class TriangularizationErrorBound:
-    """Result of :func:`tensorfact.triangularization_error_bound`.
+    """Result of `tensorfact.triangularization_error_bound`.
 
     Attributes
     ----------
@@ -112,7 +112,7 @@ class TriangularizationErrorBound:
 
 @dataclass(frozen=True)
 class JointEigenResult:
-    """Result of :func:`tensorfact.joint_eigen`.
+    """Result of `tensorfact.joint_eigen`.
 
     Attributes
     ----------
@@ -131,7 +131,7 @@ class JointEigenResult:
 
 @dataclass(frozen=True)
 class JointSchurCPResult:
-    """Result of :func:`tensorfact.cp_joint_schur`.
+    """Result of `tensorfact.cp_joint_schur`.
 
     Attributes
     ----------

@@ -103,8 +103,8 @@ def cp_joint_schur(
     2. Form ``n_slices`` random combinations ``G_n`` of the slices and a
        random reference combination ``G_0``; the slice ratios
        ``M_n = G_n G_0^{-1} = A' D_n A'^{-1}`` are jointly diagonalizable.
-    3. Jointly triangularize them (:func:`tensorfact.joint_triangularize`,
-       Gauss-Newton) and read off ``A'`` with :func:`tensorfact.joint_eigen`.
+    3. Jointly triangularize them (`tensorfact.joint_triangularize`,
+       Gauss-Newton) and read off ``A'`` with `tensorfact.joint_eigen`.
     4. ``A'^{-1} G_k = diag(C[k]) B'^T``: each row ``r`` of these matrices,
        stacked over ``k``, is the rank-one matrix ``C[:, r] b'_r^T``; its
        leading singular vectors give ``b'_r``.
