@@ -118,7 +118,10 @@ def _check_float_tensor(W: Any, name: str = "W") -> tuple[ModuleType, Any]:
     if not hasattr(W, "shape") or not hasattr(W, "dtype"):
         raise TypeError(f"{name} must be an array, got {type(W).__name__}")
     xp = B.namespace(W)
-    W = B.as_float_array(W, xp, name=name)  # integers and booleans promoted; complex refused
+    if not xp.isdtype(W.dtype, "real floating"):
+        raise TypeError(
+            f"{name} has dtype {W.dtype}; expected a real floating array (convert it first)"
+        )
     if W.ndim < 1:
         raise ValueError(f"{name} must have at least one mode, got a 0-d array")
     if any(int(d) == 0 for d in W.shape):

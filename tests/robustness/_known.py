@@ -9,6 +9,9 @@ _SUBNORMAL = ("formats/_scale.py: data whose largest magnitude is subnormal (bel
               "is solved in scaled units, but the returned weights are themselves subnormal "
               "and keep only a few bits: the model's error in the data's units differs from "
               "rel_error")
+_INT_W = ("decomposition/_kronecker.py: integer W refused ('expected a real floating array'; "
+          "tests/decomposition/test_kronecker.py asserts it) although DESIGN.md promotes "
+          "integers to the default float")
 _KRON_OPTIONS = ("decomposition/_kronecker.py: n_oversamples/n_iter go through int(): [2] or "
                  "None give int()'s TypeError without the argument's name; '2' and True "
                  "accepted")
@@ -16,6 +19,8 @@ _KRON_OPTIONS = ("decomposition/_kronecker.py: n_oversamples/n_iter go through i
 KNOWN: dict[str, str] = {
     "cp_als/X-subnormal": _SUBNORMAL,
     "spals/X-subnormal": _SUBNORMAL,
+    "nearest_kronecker/W": _INT_W,
+    "gkpd/W": _INT_W,
     "nearest_kronecker/options": _KRON_OPTIONS,
     "gkpd/options": _KRON_OPTIONS,
     "kronecker_shapes/args": (
