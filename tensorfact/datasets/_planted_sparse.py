@@ -17,6 +17,27 @@ from ._common import add_relative_noise, output_converter
 
 __all__ = ["planted_sparse_cp"]
 
+def sparse_support_factors(gen: np.random.Generator, dims: tuple[int, ...], R: int, nnz: int,
+                           marg: list[np.ndarray]) -> list[np.ndarray]:
+    """Unit-norm factor columns supported on ``~(nnz / R)^(1/N)`` rows drawn from ``marg``.
+
+    The planted model of ``exact=True``: component ``r`` is nonzero only on the
+    product of its columns' supports, so the tensor has about ``nnz`` nonzeros
+    and is exactly of rank ``R`` on them.
+    """
+    N = len(dims)
+    k = [min(d, max(1, round((nnz / R) ** (1.0 / N)))) for d in dims]
+    factors = []
+    for m, d in enumerate(dims):
+        A = np.zeros((d, R))
+        for r in range(R):
+            rows = gen.choice(d, size=k[m], replace=False, p=marg[m])
+            col = gen.standard_normal(k[m])
+            A[rows, r] = col / np.linalg.norm(col)
+        factors.append(A)
+    return factors
+
+
 def _zipf_marginal(gen: np.random.Generator, n: int, skew: float) -> np.ndarray:
     """Probabilities ``p_i ∝ (1 + rank_i)^(-skew)`` over a random ranking of ``range(n)``."""
     w = np.arange(1, n + 1, dtype=np.float64) ** (-skew)
@@ -125,19 +146,10 @@ def planted_sparse_cp(
     check_allocation(nnz * (len(dims) + 1), 8, f"nnz={nnz} planted entries")
     gen = B.check_rng(rng)
     xp, conv = output_converter(like, dtype)
-    N = len(dims)
     marg = [_zipf_marginal(gen, d, skew) for d in dims]
     weights = 1.0 + gen.random(R)
     if exact:
-        k = [min(d, max(1, round((nnz / R) ** (1.0 / N)))) for d in dims]
-        factors = []
-        for m, d in enumerate(dims):
-            A = np.zeros((d, R))
-            for r in range(R):
-                rows = gen.choice(d, size=k[m], replace=False, p=marg[m])
-                col = gen.standard_normal(k[m])
-                A[rows, r] = col / np.linalg.norm(col)
-            factors.append(A)
+        factors = sparse_support_factors(gen, dims, R, nnz, marg)
         parts = []
         for r in range(R):
             sup = [np.flatnonzero(A[:, r]) for A in factors]

@@ -14,7 +14,12 @@ from .._kernels.sparse import cp_values_numba
 from .._validation import check_nonneg_float, check_positive_int, check_shape
 from ..tensors.cp import CPTensor
 from ._common import add_relative_noise
-from ._planted_sparse import _distinct_positions, _sorted_unique, _zipf_marginal
+from ._planted_sparse import (
+    _distinct_positions,
+    _sorted_unique,
+    _zipf_marginal,
+    sparse_support_factors,
+)
 
 if TYPE_CHECKING:
     from ..formats.dask_sparse import DaskSparseTensor
@@ -141,15 +146,7 @@ def planted_sparse_store(
     marg = [_zipf_marginal(gen, d, skew) for d in dims]
     weights = 1.0 + gen.random(R)
     if exact:
-        k = [min(d, max(1, round((nnz / R) ** (1.0 / N)))) for d in dims]
-        factors = []
-        for m, d in enumerate(dims):
-            A = np.zeros((d, R))
-            for r in range(R):
-                rows = gen.choice(d, size=k[m], replace=False, p=marg[m])
-                col = gen.standard_normal(k[m])
-                A[rows, r] = col / np.linalg.norm(col)
-            factors.append(A)
+        factors = sparse_support_factors(gen, dims, R, nnz, marg)
         sup = [[np.flatnonzero(A[:, r]) for r in range(R)] for A in factors]
         per_row = np.zeros(dims[0])
         for r in range(R):
