@@ -323,3 +323,20 @@ def check_index(value: Any, name: str, n: int) -> int:
     if not -n <= v < n:
         raise ValueError(f"{name}={v} is out of range for {n} entries")
     return v % n
+
+
+def check_factor_shapes(factors: Any, shape: tuple[int, ...], *, name: str = "factors") -> int:
+    """Check ``factors`` against a tensor ``shape``: one ``(I_m, R)`` matrix per mode; return R."""
+    if len(factors) != len(shape):
+        raise ValueError(f"{name} has {len(factors)} matrices but X has {len(shape)} modes")
+    R = None
+    for m, A in enumerate(factors):
+        if getattr(A, "ndim", None) != 2 or int(A.shape[0]) != shape[m]:
+            raise ValueError(
+                f"{name}[{m}] must have shape ({shape[m]}, R), got {tuple(getattr(A, 'shape', ()))}"
+            )
+        if R is None:
+            R = int(A.shape[1])
+        elif int(A.shape[1]) != R:
+            raise ValueError(f"all {name} must have the same number of columns")
+    return int(R or 0)

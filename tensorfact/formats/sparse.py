@@ -23,7 +23,7 @@ import numpy as np
 
 from .. import _backend as B
 from .._kernels import sparse as K
-from .._validation import check_array, check_choice, check_int
+from .._validation import check_array, check_choice, check_factor_shapes, check_int
 from . import _sparse_ops as _ops
 from ._protocol import SparseRows
 
@@ -504,19 +504,8 @@ class SparseTensor:
         return K.mttkrp_xp(xp, self._coords, self._values, factors, mode, self._shape[mode])
 
     def _check_factors(self, factors: list[Any]) -> None:
-        if len(factors) != self.ndim:
-            raise ValueError(f"factors has {len(factors)} matrices but X has {self.ndim} modes")
         B.namespace(self._values, *factors, name="factors")
-        R = None
-        for m, A in enumerate(factors):
-            if A.ndim != 2 or int(A.shape[0]) != self._shape[m]:
-                raise ValueError(
-                    f"factors[{m}] must have shape ({self._shape[m]}, R), got {tuple(A.shape)}"
-                )
-            if R is None:
-                R = int(A.shape[1])
-            elif int(A.shape[1]) != R:
-                raise ValueError("all factors must have the same number of columns")
+        check_factor_shapes(factors, self._shape)
 
     # ------------------------------------------------------------------ #
     # the data-format protocol (tensorfact.formats.TensorFormat)

@@ -14,7 +14,7 @@ import numpy as np
 
 from ... import _backend as B
 from ..._kernels.sparse import stack_factors
-from ..._validation import check_positive_int, check_shape
+from ..._validation import check_factor_shapes, check_positive_int, check_shape
 from .._dense import leading_from_gram
 from .._protocol import SparseRows
 from ..sparse import SparseTensor
@@ -277,19 +277,8 @@ class DaskSparseTensor:
 
     def _check_factors(self, factors: Any) -> list[np.ndarray]:
         factors = list(factors)
-        if len(factors) != self.ndim:
-            raise ValueError(f"factors has {len(factors)} matrices but X has {self.ndim} modes")
         B.namespace(self.like, *factors)
-        R = None
-        for m, A in enumerate(factors):
-            if A.ndim != 2 or int(A.shape[0]) != self.shape[m]:
-                raise ValueError(
-                    f"factors[{m}] must have shape ({self.shape[m]}, R), got {tuple(A.shape)}"
-                )
-            if R is None:
-                R = int(A.shape[1])
-            elif int(A.shape[1]) != R:
-                raise ValueError("all factors must have the same number of columns")
+        check_factor_shapes(factors, tuple(self.shape))
         return [np.asarray(A) for A in factors]
 
     def _fibers(self, mode: int) -> tuple[S.Partition, ...]:
