@@ -338,8 +338,7 @@ def gather_fibers_xp(xp: ModuleType, keys: Any, perm: Any, mode_coords: Any, val
 # --------------------------------------------------------------------------- #
 # CP model at the nonzeros (for the exact residual)
 # --------------------------------------------------------------------------- #
-@numba.njit(parallel=True, cache=True, nogil=True)
-def _cp_at_nonzeros(coords, values, F, offsets, weights):  # pragma: no cover - compiled
+def _cp_at_nonzeros_py(coords, values, F, offsets, weights):  # pragma: no cover - compiled
     nnz = values.shape[0]
     R = F.shape[1]
     N = coords.shape[1]
@@ -356,6 +355,12 @@ def _cp_at_nonzeros(coords, values, F, offsets, weights):  # pragma: no cover - 
         sq_diff += d * d
         sq_model += m_k * m_k
     return sq_diff, sq_model
+
+
+#: threads over the nonzeros (one in-memory tensor)
+_cp_at_nonzeros = numba.njit(parallel=True, cache=True, nogil=True)(_cp_at_nonzeros_py)
+#: one thread (per-partition tasks that already run side by side)
+cp_at_nonzeros_serial = numba.njit(cache=True, nogil=True)(_cp_at_nonzeros_py)
 
 
 @numba.njit(parallel=True, cache=True, nogil=True)

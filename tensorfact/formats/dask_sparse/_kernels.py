@@ -12,6 +12,8 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from ..._kernels.sparse import cp_at_nonzeros_serial
+
 __all__ = ["coo_mttkrp", "cp_residual_terms"]
 
 
@@ -76,31 +78,11 @@ def coo_mttkrp(coords: np.ndarray, vals: np.ndarray, F: np.ndarray, offsets: np.
     return int(lo), out
 
 
-@numba.njit(cache=True, nogil=True)
-def _residual_terms(coords, values, F, offsets, weights):  # pragma: no cover - compiled
-    nnz = values.shape[0]
-    R = F.shape[1]
-    N = coords.shape[1]
-    sq_diff = 0.0
-    sq_model = 0.0
-    for k in range(nnz):
-        m_k = 0.0
-        for r in range(R):
-            p = weights[r]
-            for m in range(N):
-                p *= F[offsets[m] + coords[k, m], r]
-            m_k += p
-        d = np.float64(values[k]) - m_k
-        sq_diff += d * d
-        sq_model += m_k * m_k
-    return sq_diff, sq_model
-
-
 def cp_residual_terms(coords: np.ndarray, values: np.ndarray, F: np.ndarray,
                       offsets: np.ndarray, weights: np.ndarray) -> tuple[float, float]:
     """``(sum_k (x_k - m_k)^2, sum_k m_k^2)`` over one partition, in float64.
 
     ``m_k`` is the CP model (``weights``, stacked float64 factors) at entry ``k``.
     """
-    a, b = _residual_terms(coords, values, F, offsets, weights)
+    a, b = cp_at_nonzeros_serial(coords, values, F, offsets, weights)
     return float(a), float(b)
