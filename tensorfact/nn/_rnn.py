@@ -420,12 +420,7 @@ class SecondOrderRNN(_SequenceBase):
 class CPRNN(_SequenceBase):
     """CPRNN over batch-first sequences (a `CPRNNCell` loop).
 
-    Parameters are those of `CPRNNCell`.
-
-    References
-    ----------
-    M. Lizaire, M. Rizvi-Martel, M. G. Abdel Hameed, G. Rabusseau, "A tensor
-    decomposition perspective on second-order RNNs", ICML 2024.
+    Parameters and references are those of `CPRNNCell`.
 
     Examples
     --------
