@@ -55,7 +55,7 @@ def main() -> None:
         als_svd_sweeps=als_svd.n_iter,
         spals_s_per_sweep=per_sweep(sp.history), spals_sweeps=sp.n_iter,
         spals_error=exact_error(X, sp.cp),
-        spals_samples=[tf.spals_sample_count((n, n, n), R, m, alpha=0.5) for m in range(3)],
+        spals_samples=[tf.spals_sample_count((n, n, n), R, m, alpha=0.2) for m in range(3)],
     )
     out["speedup_per_sweep"] = out["als_s_per_sweep"] / out["spals_s_per_sweep"]
     best_als = min(out["als_error"], out["als_svd_error"])
