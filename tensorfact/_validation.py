@@ -340,3 +340,11 @@ def check_factor_shapes(factors: Any, shape: tuple[int, ...], *, name: str = "fa
         elif int(A.shape[1]) != R:
             raise ValueError(f"all {name} must have the same number of columns")
     return int(R or 0)
+
+
+def check_mode(value: Any, ndim: int, *, name: str = "mode") -> int:
+    """A mode index of an ``ndim``-way tensor (negative counts from the end), in ``[0, ndim)``."""
+    v = check_int(value, name)
+    if not -ndim <= v < ndim:
+        raise ValueError(f"{name}={v} is out of range for a tensor with {ndim} modes")
+    return v % ndim

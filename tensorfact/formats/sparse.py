@@ -23,7 +23,7 @@ import numpy as np
 
 from .. import _backend as B
 from .._kernels import sparse as K
-from .._validation import check_array, check_choice, check_factor_shapes, check_int
+from .._validation import check_array, check_choice, check_factor_shapes, check_int, check_mode
 from . import _sparse_ops as _ops
 from ._protocol import SparseRows
 
@@ -336,12 +336,7 @@ class SparseTensor:
     # indexes
     # ------------------------------------------------------------------ #
     def _check_mode(self, mode: Any) -> int:
-        if isinstance(mode, bool) or not isinstance(mode, (int, np.integer)):
-            raise TypeError(f"mode must be an integer, got {mode!r}")
-        N = self.ndim
-        if not -N <= int(mode) < N:
-            raise ValueError(f"mode={mode} is out of range for a tensor with {N} modes")
-        return int(mode) % N
+        return check_mode(mode, self.ndim)
 
     def _mode_layout(self, mode: int) -> tuple[Any, Any, Any]:
         """Entries sorted by their mode-``mode`` index (NumPy only, cached).

@@ -14,7 +14,7 @@ import numpy as np
 
 from ... import _backend as B
 from ..._kernels.sparse import stack_factors
-from ..._validation import check_factor_shapes, check_positive_int, check_shape
+from ..._validation import check_factor_shapes, check_mode, check_positive_int, check_shape
 from .._dense import leading_from_gram
 from .._protocol import SparseRows
 from ..sparse import SparseTensor
@@ -268,12 +268,7 @@ class DaskSparseTensor:
     # helpers
     # ------------------------------------------------------------------ #
     def _check_mode(self, mode: Any) -> int:
-        if isinstance(mode, bool) or not isinstance(mode, (int, np.integer)):
-            raise TypeError(f"mode must be an integer, got {mode!r}")
-        N = self.ndim
-        if not -N <= int(mode) < N:
-            raise ValueError(f"mode={mode} is out of range for a tensor with {N} modes")
-        return int(mode) % N
+        return check_mode(mode, self.ndim)
 
     def _check_factors(self, factors: Any) -> list[np.ndarray]:
         factors = list(factors)
