@@ -28,7 +28,7 @@ METHODS = ("auto", "gauss_newton", "gauss_newton_cg", "jacobi")
 
 #: ``method="auto"`` uses ``"gauss_newton_cg"`` from this matrix size on and
 #: ``"gauss_newton"`` below it (measured crossover, ``docs/joint.md``).
-MATRIX_FREE_MIN_D = 24
+MATRIX_FREE_MIN_D = 20
 
 
 def resolve_method(method: str, d: int) -> str:
@@ -90,8 +90,8 @@ def joint_triangularize(
     to one rotation angle is a trigonometric polynomial of degree 4; its
     global minimum is found on a grid and polished by Newton steps).
 
-    ``method="auto"`` (default) is ``"gauss_newton"`` for ``d < 24`` and
-    ``"gauss_newton_cg"`` from ``d = 24`` on (the measured crossover, see the
+    ``method="auto"`` (default) is ``"gauss_newton"`` for ``d < 20`` and
+    ``"gauss_newton_cg"`` from ``d = 20`` on (the measured crossover, see the
     documentation page "Joint triangularization").
 
     Every iterate is orthonormalised (QR) before its loss is evaluated, so
