@@ -22,20 +22,43 @@ Part 2: CP-ALS iterations and time to reach fit 0.999 (relative error 1e-3)
 on planted 50 x 50 x 50 rank-10 tensors with collinearity 0.9 (noise 1e-4),
 from ``init="joint_schur"``, ``"svd"`` and ``"random"``.
 
-Run: ``python benchmarks/bench_joint.py [--quick]``; writes
+Part 3 (``--large``, on all cores): the size rule of ``method="auto"``, i.e.
+the direct Gauss-Newton method against the matrix-free ``"gauss_newton_cg"``
+on the same data (planted diagonalizable families, noise ``sigma W_n`` with
+``||W_n||_F = 1``), and the acceptance case ``d = 150``, ``N = 3``, noise
+1e-3: ``joint_triangularize`` and ``triangularization_error_bound`` timed
+on ``M_n = V T_n V^{-1} + noise`` with upper-triangular ``T_n`` (diagonal, or
+with a strictly upper part of Gaussian entries over ``sqrt(d)``), with the
+machine's load average recorded before and after.
+
+Run: ``python benchmarks/bench_joint.py [--quick | --large]``; writes
 ``benchmarks/results/joint.json`` and ``docs/img/joint_bound.png``
-(``benchmarks/results/joint_quick.json`` and ``joint_quick.png`` with ``--quick``).
+(``benchmarks/results/joint_quick.json`` and ``joint_quick.png`` with
+``--quick``, ``benchmarks/results/joint_large_<threads>thread.json`` with
+``--large [--threads N]``).
 """
 
 from __future__ import annotations
 
+import sys
+
 import _common  # noqa: I001  (pins BLAS threads before numpy is imported)
 
+
+def _threads_from_argv() -> int | None:
+    """``--threads N`` if given; else 1, or all cores with ``--large``."""
+    if "--threads" in sys.argv:
+        return int(sys.argv[sys.argv.index("--threads") + 1])
+    return None if "--large" in sys.argv else 1
+
+
 # one BLAS thread: the work is many small (<= 1225 x 1225) dense solves, where
-# a multi-threaded OpenBLAS spends more time waking threads than computing
-N_THREADS = _common.pin_threads(1)
+# a multi-threaded OpenBLAS spends more time waking threads than computing;
+# --large measures on all cores unless --threads says otherwise
+N_THREADS = _common.pin_threads(_threads_from_argv())
 
 import argparse  # noqa: E402
+import os  # noqa: E402
 import statistics  # noqa: E402
 import time  # noqa: E402
 import warnings  # noqa: E402
@@ -84,7 +107,7 @@ def run_cell(d, N, sigma, reps, seed, jacobi_sweeps):
         _, Z = sla.schur(np.tensordot(theta / np.linalg.norm(theta), Mp, axes=1), output="real")
         t_schur = time.perf_counter() - t0
         t0 = time.perf_counter()
-        gn = joint_triangularize(Mp, rng=gseed, max_iter=50)
+        gn = joint_triangularize(Mp, rng=gseed, max_iter=50, method="gauss_newton")
         t_gn = time.perf_counter() - t0
         t0 = time.perf_counter()
         jc = joint_triangularize(Mp, rng=gseed, method="jacobi", max_iter=jacobi_sweeps)
@@ -155,6 +178,104 @@ def cp_part(seeds, max_iter):
     return res
 
 
+def planted_triangular(d, N, rng, *, sigma, coupling=0.0, noise="fro"):
+    """M_n = V T_n V^{-1} + sigma W_n, T_n = diag(lam_n) + coupling/sqrt(d) strict_upper(G_n)."""
+    V = rng.standard_normal((d, d))
+    V /= np.linalg.norm(V, axis=0)
+    lam = rng.standard_normal((N, d))
+    T = np.einsum("ni,ij->nij", lam, np.eye(d))
+    T += coupling / np.sqrt(d) * np.triu(rng.standard_normal((N, d, d)), 1)
+    M = np.einsum("ij,njk,kl->nil", V, T, np.linalg.inv(V))
+    W = rng.standard_normal(M.shape)
+    if noise == "fro":
+        W /= np.linalg.norm(W, axis=(1, 2), keepdims=True)
+    return M + sigma * W, V, lam
+
+
+def crossover_part(ds, Ns, sigmas, seeds):
+    """Direct Gauss-Newton against Gauss-Newton-CG, same data, same process."""
+    rows = []
+    for d in ds:
+        for N in Ns:
+            for sigma in sigmas:
+                t = {"gauss_newton": [], "gauss_newton_cg": []}
+                loss_ratio, its = [], {"gauss_newton": [], "gauss_newton_cg": []}
+                for seed in seeds:
+                    M, _, _ = planted_triangular(d, N, np.random.default_rng(seed), sigma=sigma)
+                    res = {}
+                    for method in t:
+                        t0 = time.perf_counter()
+                        with warnings.catch_warnings():
+                            warnings.simplefilter("ignore")
+                            res[method] = joint_triangularize(M, rng=seed, method=method)
+                        t[method].append(time.perf_counter() - t0)
+                        its[method].append(res[method].n_iter)
+                    loss_ratio.append(res["gauss_newton_cg"].loss
+                                      / max(res["gauss_newton"].loss, 1e-300))
+                row = {"d": d, "N": N, "sigma": sigma,
+                       "t_direct": statistics.median(t["gauss_newton"]),
+                       "t_cg": statistics.median(t["gauss_newton_cg"]),
+                       "its_direct": its["gauss_newton"], "its_cg": its["gauss_newton_cg"],
+                       "loss_ratio_cg_over_direct_max": max(loss_ratio)}
+                row["time_ratio_cg_over_direct"] = row["t_cg"] / row["t_direct"]
+                rows.append(row)
+                print(d, N, sigma, {k: (round(v, 4) if isinstance(v, float) else v)
+                                    for k, v in row.items()}, flush=True)
+    return rows
+
+
+def large_part(seeds, d=150, N=3, sigma=1e-3):
+    """The acceptance case: wall time of joint_triangularize and of its bound at d = 150."""
+    rows = []
+    for coupling, noise in ((0.0, "fro"), (0.0, "entry"), (1.0, "entry")):
+        for seed in seeds:
+            M, V, lam = planted_triangular(d, N, np.random.default_rng(seed), sigma=sigma,
+                                           coupling=coupling, noise=noise)
+            load0 = os.getloadavg()[0]
+            t0 = time.perf_counter()
+            res = joint_triangularize(M, rng=seed)
+            t_tri = time.perf_counter() - t0
+            # ||Delta_n||_F: sigma (fro); about sigma d for i.i.d. entries
+            level = sigma if noise == "fro" else sigma * (d + 5.0)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                t0 = time.perf_counter()
+                eb = triangularization_error_bound(M, res.U, level)
+                t_bound = time.perf_counter() - t0
+            row = {"d": d, "N": N, "sigma": sigma, "coupling": coupling, "noise": noise,
+                   "seed": seed, "t_triangularize": t_tri, "t_bound": t_bound,
+                   "n_iter": res.n_iter, "converged": res.converged,
+                   "rel_error": res.rel_error, "bound": eb.bound, "gap": eb.gap,
+                   "nonlinearity": eb.nonlinearity, "noise_level": level,
+                   "bound_warning": [str(w.message)[:120] for w in caught],
+                   "true_error": true_error(res.U, M, V, lam) if coupling == 0.0 else None,
+                   "loadavg_before": load0, "loadavg_after": os.getloadavg()[0]}
+            rows.append(row)
+            print({k: v for k, v in row.items() if k != "bound_warning"}, flush=True)
+    return rows
+
+
+def main_large() -> None:
+    with _common.blas_limits(N_THREADS):
+        cross = crossover_part([10, 16, 20, 24, 30, 40, 60], [3, 10], [1e-3, 1e-1], [0, 1, 2])
+        large = large_part([0, 1, 2])
+    header = ["d", "N", "sigma", "t direct", "t CG", "CG / direct", "loss CG / direct"]
+    table = [[r["d"], r["N"], r["sigma"], r["t_direct"], r["t_cg"],
+              r["time_ratio_cg_over_direct"], r["loss_ratio_cg_over_direct_max"]]
+             for r in cross]
+    print(_common.format_table(table, header))
+    lheader = ["coupling", "noise", "seed", "t triangularize", "iters", "rel error",
+               "t bound", "bound", "true error", "load before/after"]
+    ltable = [[r["coupling"], r["noise"], r["seed"], r["t_triangularize"], r["n_iter"],
+               r["rel_error"], r["t_bound"], r["bound"], r["true_error"],
+               f"{r['loadavg_before']:.2f}/{r['loadavg_after']:.2f}"] for r in large]
+    print(_common.format_table(ltable, lheader))
+    payload = {"machine": _common.machine_info(N_THREADS), "crossover": cross, "d150": large,
+               "markdown_crossover": _common.format_table(table, header, markdown=True),
+               "markdown_d150": _common.format_table(ltable, lheader, markdown=True)}
+    print(f"wrote {_common.write_json(f'joint_large_{N_THREADS}thread', payload)}")
+
+
 def plot(cells, path: Path):
     import matplotlib
 
@@ -191,7 +312,14 @@ def plot(cells, path: Path):
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small grid, one CP seed")
+    ap.add_argument("--large", action="store_true",
+                    help="only the method crossover and the d = 150 case (all cores)")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="BLAS threads (default: 1; all cores with --large)")
     args = ap.parse_args()
+    if args.large:
+        main_large()
+        return
     if args.quick:
         ds, Ns, sigmas = [5, 10, 20], [1, 3, 10], [1e-6, 1e-3, 1e-2]
         cp_seeds, cp_max = [0], 1000
