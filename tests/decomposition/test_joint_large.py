@@ -210,8 +210,8 @@ def test_moderate_d_end_to_end():
     err = true_error(res.U, M, V, lam)
     assert np.isfinite(eb.bound) and err <= eb.bound
     assert err < 0.1
-    # about 0.5 s on one idle core; a guard against the O(d^6) direct path
-    # (minutes here), generous because BLAS threads contend on a busy machine
+    # about 0.5 s on one idle core; only a guard against a hang, generous
+    # because BLAS threads contend on a busy machine
     assert elapsed < 120
 
 
