@@ -29,6 +29,7 @@ from ._objective import (
     orthonormalize,
     relative_error,
     skew,
+    start_point,
     triangularization_loss,
 )
 
@@ -101,14 +102,9 @@ def gauss_newton(M: np.ndarray, U: np.ndarray, monitor: IterationMonitor, *, tol
     step_fn: Callable[[np.ndarray, bool], tuple[np.ndarray, float]]
     step_fn = CGStepper() if matrix_free else newton_step
     U = orthonormalize(U)
-    scale = float(np.sum(M**2))
-    floor = tol**2 * scale
     eps = np.finfo(np.float64).eps
-    T = congruence(U, M)
-    L = triangularization_loss(T)
-    monitor.start(relative_error(L, scale), objective=L)
-    if d == 1 or L <= floor:
-        monitor.mark_converged()
+    T, L, scale, floor, done = start_point(M, U, tol, monitor)
+    if done:
         return U, T, L
     prev_norm = math.inf
     slow = False

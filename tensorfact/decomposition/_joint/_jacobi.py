@@ -14,7 +14,13 @@ from typing import Any
 import numpy as np
 
 from .._monitor import IterationMonitor
-from ._objective import congruence, orthonormalize, relative_error, triangularization_loss
+from ._objective import (
+    congruence,
+    orthonormalize,
+    relative_error,
+    start_point,
+    triangularization_loss,
+)
 
 __all__ = ["jacobi"]
 
@@ -28,14 +34,9 @@ def jacobi(M: np.ndarray, U: np.ndarray, monitor: IterationMonitor, *, tol: floa
     the loss; ``export`` turns a host ``U`` into the callback's argument.
     """
     d = M.shape[-1]
-    scale = float(np.sum(M**2))
-    floor = tol**2 * scale
     U = orthonormalize(U)
-    T = congruence(U, M)
-    L = triangularization_loss(T)
-    monitor.start(relative_error(L, scale), objective=L)
-    if d == 1 or L <= floor:
-        monitor.mark_converged()
+    T, L, scale, floor, done = start_point(M, U, tol, monitor)
+    if done:
         return U, T, L
     grid = np.linspace(-np.pi, np.pi, 73)[:-1]
     cg, sg = np.cos(grid), np.sin(grid)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import math
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sps
@@ -247,3 +248,22 @@ def gram_and_gradient(T: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     J = jacobian(T)
     return gram(J), J.T @ lower_vec(T)
 
+
+
+def start_point(M: np.ndarray, U: np.ndarray, tol: float, monitor: Any
+                ) -> tuple[np.ndarray, float, float, float, bool]:
+    """Record the loss of the starting ``U``: ``(T, L, scale, floor, done)``.
+
+    ``scale = sum_n ||M_n||^2``, ``floor = tol^2 scale``; ``done`` (and the
+    monitor marked converged) when ``d = 1`` or the start is already below
+    the floor.
+    """
+    scale = float(np.sum(M**2))
+    floor = tol**2 * scale
+    T = congruence(U, M)
+    L = triangularization_loss(T)
+    monitor.start(relative_error(L, scale), objective=L)
+    done = M.shape[1] == 1 or L <= floor
+    if done:
+        monitor.mark_converged()
+    return T, L, scale, floor, done
