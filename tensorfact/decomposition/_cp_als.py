@@ -26,7 +26,7 @@ from ._monitor import ConvergenceHistory, IterationMonitor, check_callback
 from ._results import CPALSResult
 
 __all__ = ["check_init", "cp_als", "hadamard_grams", "initial_factors", "scaled_data",
-           "unit_columns", "zero_result"]
+           "unit_columns", "unscaled_model", "zero_result"]
 
 logger = logging.getLogger("tensorfact.cp_als")
 
@@ -241,6 +241,27 @@ def scaled_data(data: TensorFormat) -> tuple[TensorFormat, float, float]:
     return data, scale, nsq
 
 
+def unscaled_model(xp: ModuleType, factors: list[Any], weights: Any, scale: float) -> CPTensor:
+    """The model in the data's units from a solve on ``scale * X``.
+
+    Usually unit-norm columns with ``weights / scale``. When those weights
+    would be subnormal (data of subnormal magnitude, ``scale`` up to
+    ``2^1000``), the power of two is shared out exactly between the factors
+    and the weights instead, so that no entry loses precision.
+    """
+    w = weights / scale
+    if scale == 1.0:
+        return CPTensor(list(factors), weights=w)
+    tiny = float(np.finfo(np.dtype(str(weights.dtype).split(".")[-1])).tiny)
+    aw = xp.abs(w)
+    if not bool(xp.any((aw > 0) & (aw < tiny))):
+        return CPTensor(list(factors), weights=w)
+    k = math.frexp(scale)[1] - 1  # scale = 2^k
+    q, r = divmod(k, len(factors))
+    return CPTensor([A * math.ldexp(1.0, -q) for A in factors],
+                    weights=weights * math.ldexp(1.0, -r))
+
+
 def zero_result(data: TensorFormat, R: int) -> CPALSResult:
     """The exact answer for an all-zero tensor: the zero model, error 0."""
     xp = data.xp
@@ -285,7 +306,7 @@ def _als(data: TensorFormat, init_factors: list[Any], normX2: float, scale: floa
             if resid_sq < 100.0 * eps * normX2:  # cancellation: recompute exactly
                 resid_sq = data.residual_norm_sq(weights, factors)
             rel = math.sqrt(max(resid_sq, 0.0) / normX2)
-            if monitor.record(rel, partial(CPTensor, list(factors), weights=weights / scale)):
+            if monitor.record(rel, partial(unscaled_model, xp, factors, weights, scale)):
                 break
-    return CPALSResult(CPTensor(list(factors), weights=weights / scale), monitor.n_iter,
+    return CPALSResult(unscaled_model(xp, factors, weights, scale), monitor.n_iter,
                        monitor.converged, monitor.rel_error, monitor.history)

@@ -24,7 +24,14 @@ from .._validation import (
 from ..formats import TensorFormat, as_format
 from ..tenalg._sampling import _check_threshold, krp_sampler
 from ..tensors.cp import CPTensor
-from ._cp_als import check_init, initial_factors, scaled_data, unit_columns, zero_result
+from ._cp_als import (
+    check_init,
+    initial_factors,
+    scaled_data,
+    unit_columns,
+    unscaled_model,
+    zero_result,
+)
 from ._monitor import IterationMonitor, check_callback
 from ._results import CPALSResult
 from ._sampled_lstsq import solve_sampled
@@ -270,8 +277,8 @@ def _sampled_als(data: TensorFormat, init_factors: list[Any], normX2: float, sca
                 resid = data.residual_norm_sq(weights, factors)
             rel = math.sqrt(max(resid, 0.0) / normX2)
             finite = bool(xp.all(xp.isfinite(weights)))
-            if monitor.record(rel, partial(CPTensor, list(factors), weights=weights / scale),
+            if monitor.record(rel, partial(unscaled_model, xp, factors, weights, scale),
                               finite=finite):
                 break
-    return CPALSResult(CPTensor(list(factors), weights=weights / scale), monitor.n_iter,
+    return CPALSResult(unscaled_model(xp, factors, weights, scale), monitor.n_iter,
                        monitor.converged, monitor.rel_error, monitor.history)

@@ -5,10 +5,6 @@ marked ``xfail(strict=False)`` until the modules named are fixed; the full
 run (``--runslow``) lists every failing case.
 """
 
-_SUBNORMAL = ("formats/_scale.py: data whose largest magnitude is subnormal (below 2**-1022) "
-              "is solved in scaled units, but the returned weights are themselves subnormal "
-              "and keep only a few bits: the model's error in the data's units differs from "
-              "rel_error")
 _INT_W = ("decomposition/_kronecker.py: integer W refused ('expected a real floating array'; "
           "tests/decomposition/test_kronecker.py asserts it) although DESIGN.md promotes "
           "integers to the default float")
@@ -17,8 +13,6 @@ _KRON_OPTIONS = ("decomposition/_kronecker.py: n_oversamples/n_iter go through i
                  "accepted")
 
 KNOWN: dict[str, str] = {
-    "cp_als/X-subnormal": _SUBNORMAL,
-    "spals/X-subnormal": _SUBNORMAL,
     "nearest_kronecker/W": _INT_W,
     "gkpd/W": _INT_W,
     "nearest_kronecker/options": _KRON_OPTIONS,
