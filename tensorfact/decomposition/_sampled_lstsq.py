@@ -131,10 +131,8 @@ def sampled_krp_lstsq(
 
     References
     ----------
-    Cheng, Peng, Liu & Perros, "SPALS: Fast alternating least squares via
-    implicit leverage scores sampling", NeurIPS, 2016.
-    Larsen & Kolda, "Practical leverage-based sampling for low-rank tensor
-    decomposition", SIAM J. Matrix Anal. Appl., 2022.
+    See `tensorfact.tenalg.krp_sampler` for the papers behind the samplers
+    (SPALS, NeurIPS 2016; Larsen & Kolda, 2022; Bharadwaj et al., 2023).
 
     Examples
     --------

@@ -181,10 +181,9 @@ def spals(
 
     References
     ----------
-    Cheng, Peng, Liu & Perros, "SPALS: Fast alternating least squares via
-    implicit leverage scores sampling", NeurIPS, 2016.
-    Larsen & Kolda, "Practical leverage-based sampling for low-rank tensor
-    decomposition", SIAM J. Matrix Anal. Appl., 2022.
+    The algorithm is SPALS (Cheng, Peng, Liu & Perros, NeurIPS 2016), with the
+    sampling analysis of Larsen & Kolda (SIAM J. Matrix Anal. Appl. 2022);
+    full references under `tensorfact.tenalg.krp_sampler`.
 
     Examples
     --------

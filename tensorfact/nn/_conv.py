@@ -598,9 +598,9 @@ class SeKronConv2d(_KroneckerConvBase):
 
     References
     ----------
-    M. G. A. Hameed, A. Mosleh, M. S. Tahaei, V. Partovi Nia, "SeKron: A
-    Decomposition Method Supporting Many Factorization Structures",
-    arXiv:2210.06299, 2022.
+    Hameed, Mosleh, Tahaei & Partovi Nia, SeKron (arXiv:2210.06299, 2022): the
+    decomposition computed by `tensorfact.sekron`, whose docstring has the
+    full reference.
 
     Examples
     --------
@@ -675,11 +675,9 @@ class SeKronConv2d(_KroneckerConvBase):
 
         Raises
         ------
-        TypeError
-            ``conv`` is not a `torch.nn.Conv2d`.
-        ValueError
-            ``groups != 1``, both ``rank`` and ``compression``, bad shapes,
-            or an unreachable compression.
+        TypeError, ValueError
+            As `GKPDConv2d.from_conv`, and for ``shapes`` of fewer than two
+            factors.
         """
         n = len(shapes) if shapes is not None else n_factors
         layer: SeKronConv2d = cls._fit_conv(conv, n_factors=n, rank=rank,

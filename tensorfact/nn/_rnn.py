@@ -226,8 +226,7 @@ class CPRNNCell(_SecondOrderBase):
 
     References
     ----------
-    M. Lizaire, M. Rizvi-Martel, M. G. Abdel Hameed, G. Rabusseau, "A tensor
-    decomposition perspective on second-order RNNs", ICML 2024.
+    Lizaire et al., ICML 2024, as for `SecondOrderRNNCell`.
 
     Examples
     --------

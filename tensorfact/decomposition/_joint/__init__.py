@@ -33,22 +33,13 @@ Jacobian, preconditioned CG and LOBPCG for large ``d``), ``_solver``
 """
 
 from ._bound import triangularization_error_bound
-from ._results import (
-    BoundInvalidWarning,
-    JointEigenResult,
-    JointSchurCPResult,
-    JointTriangularizationResult,
-    TriangularizationErrorBound,
-)
+from ._results import *  # noqa: F403  (the result objects and warning, see its __all__)
+from ._results import __all__ as _results_all
 from ._schur_cp import cp_joint_schur, joint_eigen
 from ._solver import joint_triangularize
 
 __all__ = [
-    "BoundInvalidWarning",
-    "JointEigenResult",
-    "JointSchurCPResult",
-    "JointTriangularizationResult",
-    "TriangularizationErrorBound",
+    *_results_all,
     "cp_joint_schur",
     "joint_eigen",
     "joint_triangularize",

@@ -86,33 +86,26 @@ def _lower_pattern(d: int) -> tuple[np.ndarray, ...]:
     lidx[il, jl] = np.arange(m)
     rows, cols, signs, tis, tjs = [], [], [], [], []
     ar = np.arange(d)
+
+    def term(k: int, idx: np.ndarray, col: np.ndarray, sign: float, ti: Any, tj: Any) -> None:
+        # entries J[k, col] += sign * T[ti, tj] over the free index ``idx``
+        rows.append(np.full(idx.size, k))
+        cols.append(col)
+        signs.append(np.full(idx.size, sign))
+        tis.append(np.broadcast_to(ti, idx.shape))
+        tjs.append(np.broadcast_to(tj, idx.shape))
+
     for k in range(m):
         i, j = int(il[k]), int(jl[k])
         # [T, B]_{ij} * sqrt(2) = T_ip d_jq - T_iq d_jp - d_ip T_qj + d_iq T_pj
         p = ar[ar > j]  # term 1: q = j, column (p, j), + T[i, p]
-        rows.append(np.full(p.size, k))
-        cols.append(lidx[p, j])
-        signs.append(np.ones(p.size))
-        tis.append(np.full(p.size, i))
-        tjs.append(p)
+        term(k, p, lidx[p, j], 1.0, i, p)
         q = ar[ar < j]  # term 2: p = j, column (j, q), - T[i, q]
-        rows.append(np.full(q.size, k))
-        cols.append(lidx[j, q])
-        signs.append(-np.ones(q.size))
-        tis.append(np.full(q.size, i))
-        tjs.append(q)
+        term(k, q, lidx[j, q], -1.0, i, q)
         q = ar[ar < i]  # term 3: p = i, column (i, q), - T[q, j]
-        rows.append(np.full(q.size, k))
-        cols.append(lidx[i, q])
-        signs.append(-np.ones(q.size))
-        tis.append(q)
-        tjs.append(np.full(q.size, j))
+        term(k, q, lidx[i, q], -1.0, q, j)
         p = ar[ar > i]  # term 4: q = i, column (p, i), + T[p, j]
-        rows.append(np.full(p.size, k))
-        cols.append(lidx[p, i])
-        signs.append(np.ones(p.size))
-        tis.append(p)
-        tjs.append(np.full(p.size, j))
+        term(k, p, lidx[p, i], 1.0, p, j)
     cat = np.concatenate
     if m == 0:
         e = np.zeros(0, dtype=np.int64)
