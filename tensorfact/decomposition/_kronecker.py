@@ -13,7 +13,16 @@ from typing import Any
 import numpy as np
 
 from .. import _backend as B
-from .._validation import check_finite, check_positive_int
+from .._validation import (
+    check_array,
+    check_finite,
+    check_int,
+    check_positive_int,
+    check_real,
+    check_shape,
+    check_tensor,
+)
+from ..formats._scale import scaled_array
 from ..tenalg._kron import _infer_b_shape, group_modes
 from ..tensors.kronecker import KroneckerTensor
 
@@ -115,19 +124,14 @@ def _relative(error: float, norm: float) -> float:
 
 
 def _check_float_tensor(W: Any, name: str = "W") -> tuple[ModuleType, Any]:
-    if not hasattr(W, "shape") or not hasattr(W, "dtype"):
-        raise TypeError(f"{name} must be an array, got {type(W).__name__}")
+    """``(namespace, W)`` for an array of real numbers with non-empty modes.
+
+    Integers and booleans are promoted to the default float (DESIGN.md), half
+    precision (float16 / bfloat16, which have no SVD) to float32.
+    """
+    check_array(W, name, min_ndim=1)
     xp = B.namespace(W)
-    if not xp.isdtype(W.dtype, "real floating"):
-        raise TypeError(
-            f"{name} has dtype {W.dtype}; expected a real floating array (convert it first)"
-        )
-    if W.ndim < 1:
-        raise ValueError(f"{name} must have at least one mode, got a 0-d array")
-    if any(int(d) == 0 for d in W.shape):
-        raise ValueError(f"{name} has an empty mode: shape {tuple(W.shape)}")
-    # half precision (float16 / bfloat16) has no SVD: computed in float32
-    return xp, B.as_float_array(W, xp, name=name)
+    return xp, check_tensor(W, xp, name=name, min_ndim=1, finite=False)
 
 
 def _sign_fix(xp: ModuleType, U: Array, Vh: Array) -> tuple[Array, Array]:
@@ -180,8 +184,9 @@ def nearest_kronecker(
 
     Parameters
     ----------
-    W : array, N >= 1 modes, real floating
-        Half precision (float16, bfloat16) is decomposed in float32.
+    W : array, N >= 1 modes, real numbers
+        Integers and booleans are promoted to the default float, half
+        precision (float16, bfloat16) is decomposed in float32.
     a_shape : sequence of N ints
         Shape of the first factor.
     b_shape : sequence of N ints, optional
@@ -195,8 +200,8 @@ def nearest_kronecker(
         range finder with ``rank + n_oversamples`` columns and ``n_iter``
         power iterations, for large layers; errors from ``||W||_F`` minus the
         captured energy.
-    n_oversamples, n_iter : int
-        Randomized SVD parameters (ignored by ``"svd"``).
+    n_oversamples, n_iter : int >= 0
+        Randomized SVD parameters (checked, but not used, by ``"svd"``).
     rng : None, int or numpy.random.Generator
         Seed for the randomized sketch (drawn on the host, SPEC 7).
     check_finite : bool, default True
@@ -213,7 +218,8 @@ def nearest_kronecker(
     Raises
     ------
     TypeError
-        ``W`` is not a real floating array, or a shape contains non-integers.
+        ``W`` is not an array of real numbers (complex, masked, object or
+        string dtype), or a shape or option that must be an integer is not.
     ValueError
         Shapes that do not multiply to ``W.shape`` or have the wrong length,
         non-positive sizes, ``rank`` out of range, unknown ``method``, or
@@ -253,35 +259,36 @@ def nearest_kronecker(
             f"rank={R} exceeds the maximal Kronecker rank min(prod a_shape, prod b_shape) = "
             f"min({pa}, {pb}) = {min(pa, pb)}"
         )
+    n_over = check_int(n_oversamples, "n_oversamples", low=0, what="an integer >= 0")
+    n_it = check_int(n_iter, "n_iter", low=0, what="an integer >= 0")
     if check_finite:
         _finite(W, xp)
-    norm_sq = B.to_float(xp.sum(W * W))
+    # solve for scale * W (a power of two, 1 for ordinary data): the squares stay finite
+    _, scale, norm_sq = scaled_array(W, xp)
+    if scale != 1.0:
+        M = M * scale
     if method == "svd":
         U, s, Vh = B.thin_svd(xp, M)
         s_host = B.to_numpy(s).astype(np.float64)
-        tail = np.sqrt(np.cumsum((s_host**2)[::-1])[::-1])
-        errors = tuple(float(e) for e in tail) + (0.0,)
+        scaled_errors = np.append(np.sqrt(np.cumsum((s_host**2)[::-1])[::-1]), 0.0)
     else:
-        n_over = int(n_oversamples)
-        if n_over < 0:
-            raise ValueError(f"n_oversamples must be >= 0, got {n_oversamples!r}")
-        if int(n_iter) < 0:
-            raise ValueError(f"n_iter must be >= 0, got {n_iter!r}")
-        U, s, Vh = _randomized_svd(xp, M, R, n_over, int(n_iter), B.check_rng(rng))
+        U, s, Vh = _randomized_svd(xp, M, R, n_over, n_it, B.check_rng(rng))
         s_host = B.to_numpy(s).astype(np.float64)
         captured = np.concatenate([[0.0], np.cumsum(s_host**2)])
-        errors = tuple(float(e) for e in np.sqrt(np.clip(norm_sq - captured, 0.0, None)))
+        scaled_errors = np.sqrt(np.clip(norm_sq - captured, 0.0, None))
+    errors = tuple(float(e) / scale for e in scaled_errors)
     U = U[:, :R]
     Vh = Vh[:R, :]
     U, Vh = _sign_fix(xp, U, Vh)
-    root = xp.sqrt(s[:R])
+    root = xp.sqrt(s[:R]) / math.sqrt(scale)
     A = xp.reshape(xp.matrix_transpose(U * root[None, :]), (R,) + a)
     Bf = xp.reshape(Vh * root[:, None], (R,) + b)
     kt = KroneckerTensor([A, Bf])
-    norm = math.sqrt(norm_sq)
+    # the relative error from the scaled values: exact even where the data is subnormal
+    rel_error = _relative(float(scaled_errors[R]), math.sqrt(norm_sq))
     return NearestKroneckerResult(
-        kt=kt, singular_values=s, errors=errors, norm=norm, a_shape=a, b_shape=b,
-        method=method, error=errors[R], rel_error=_relative(errors[R], norm),
+        kt=kt, singular_values=s / scale, errors=errors, norm=math.sqrt(norm_sq) / scale,
+        a_shape=a, b_shape=b, method=method, error=errors[R], rel_error=rel_error,
     )
 
 
@@ -366,7 +373,7 @@ def kronecker_shapes(
     rank : int, default 1
         Number of Kronecker terms used for the parameter count.
     compression : float, optional
-        Target compression ratio. If given, candidates are sorted by
+        Target compression ratio, finite and positive. If given, candidates are sorted by
         ``|log(ratio / compression)|`` (closest first); otherwise by
         decreasing compression ratio. Ties are broken in favour of squarer
         factors (smallest ``sum_s sum_n |log d_sn - mean_n log d_sn|``): a
@@ -375,9 +382,9 @@ def kronecker_shapes(
         reach full rank.
     allow_trivial : bool, default False
         Keep candidates in which a factor is all ones (a scalar factor).
-    max_candidates : int or None, default 20
+    max_candidates : int >= 1 or None, default 20
         Return at most this many (``None``: all).
-    max_enumerate : int, default 2_000_000
+    max_enumerate : int >= 1, default 2_000_000
         Refuse (``ValueError``) to enumerate more combinations than this.
 
     Returns
@@ -387,7 +394,12 @@ def kronecker_shapes(
     Raises
     ------
     ValueError
-        Non-positive sizes, ``n_factors < 1`` or too many combinations.
+        An empty shape, non-positive sizes, ``n_factors < 1``, ``compression``
+        not finite and positive, ``max_candidates`` or ``max_enumerate`` below
+        1, or too many combinations.
+    TypeError
+        A size or integer option that is not an integer, ``compression`` not
+        a number.
 
     Examples
     --------
@@ -398,13 +410,14 @@ def kronecker_shapes(
     >>> best.shapes, best.n_params, round(best.compression_ratio, 1)
     (((8, 24), (96, 128)), 12480, 189.0)
     """
-    shp = tuple(check_positive_int(v, "shape") for v in shape)
+    shp = check_shape(shape, "shape")
     S = check_positive_int(n_factors, "n_factors")
     R = check_positive_int(rank, "rank")
     if compression is not None:
-        compression = float(compression)
-        if not compression > 0:
-            raise ValueError(f"compression must be positive, got {compression!r}")
+        compression = check_real(compression, "compression", low=0.0, low_open=True)
+    if max_candidates is not None:
+        max_candidates = check_positive_int(max_candidates, "max_candidates")
+    max_enumerate = check_positive_int(max_enumerate, "max_enumerate")
     per_mode = [_ordered_factorisations(i, S) for i in shp]
     total = math.prod(len(p) for p in per_mode)
     if total > max_enumerate:
@@ -427,5 +440,5 @@ def kronecker_shapes(
     else:
         cands.sort(key=lambda c: (-c[2], c[3], c[0]))
     if max_candidates is not None:
-        cands = cands[: int(max_candidates)]
+        cands = cands[:max_candidates]
     return [KroneckerShape(shapes=c[0], n_params=c[1], compression_ratio=c[2]) for c in cands]

@@ -13,6 +13,7 @@ import numpy as np
 
 from .. import _backend as B
 from .._validation import check_finite
+from ..formats._scale import scaled_array
 from ..tenalg._kron import _check_group_shapes, group_modes
 from ..tensors.kronecker import KroneckerTensor, SeKronTensor
 from ._kronecker import _check_float_tensor, _relative
@@ -86,11 +87,14 @@ class SeKronResult:
                     f"ranks[{s}] = {r} is outside 0 .. {lim}, the ranks whose error this "
                     "result knows"
                 )
+        # squares in units of a power of two near the largest value (exact): no overflow
+        top = max(float(np.max(sv, initial=0.0)) for sv in self.level_singular_values)
+        unit = math.ldexp(1.0, math.frexp(top)[1]) if top > 0 and math.isfinite(top) else 1.0
         total = 0.0
         for s, sv in enumerate(self.level_singular_values):
             kept = tuple(slice(0, r) for r in rk[:s])  # branches of the earlier levels kept
-            total += float(np.sum(sv[kept + (slice(rk[s], None),)] ** 2))
-        return math.sqrt(total)
+            total += float(np.sum((sv[kept + (slice(rk[s], None),)] / unit) ** 2))
+        return math.sqrt(total) * unit
 
     def rel_error_at(self, ranks: Sequence[int] | int) -> float:
         """``error_at(ranks) / ||W||_F`` (0 for a zero ``W``)."""
@@ -194,7 +198,9 @@ def sekron(
 
     Parameters
     ----------
-    W : array, N >= 1 modes, real floating
+    W : array, N >= 1 modes, real numbers
+        Integers and booleans are promoted to the default float, half
+        precision to float32.
     shapes : sequence of S >= 2 sequences of N ints
         Factor shapes; their elementwise product must equal ``W.shape``.
     ranks : int or sequence of S - 1 ints
@@ -214,7 +220,7 @@ def sekron(
     Raises
     ------
     TypeError
-        ``W`` not a real floating array.
+        ``W`` not an array of real numbers.
     ValueError
         Fewer than 2 shapes, shapes not multiplying to ``W.shape``,
         non-positive sizes, wrong number of ranks or a rank out of range.
@@ -259,11 +265,12 @@ def sekron(
         rk.append(int(r))
     if check_finite:
         _finite(W, xp)
-    norm_sq = B.to_float(xp.sum(W * W))
+    # solve for scale * W (a power of two, 1 for ordinary data): the squares stay finite
+    Ws, scale, norm_sq = scaled_array(W, xp)
     factors = []
     svals = []
     discarded = 0.0
-    rem = xp.reshape(W, (1,) + shape)  # (Q, *remaining shape)
+    rem = xp.reshape(Ws, (1,) + shape)  # (Q, *remaining shape)
     for s in range(S - 1):
         a = shp[s]
         b = tuple(math.prod(sh[n] for sh in shp[s + 1:]) for n in range(len(shape)))
@@ -274,20 +281,20 @@ def sekron(
         R = rk[s]
         sv_host = B.to_numpy(sv).astype(np.float64)
         discarded += float(np.sum(sv_host[:, R:] ** 2))
-        svals.append(sv_host.reshape(tuple(rk[:s]) + (sv_host.shape[-1],)))
+        svals.append(sv_host.reshape(tuple(rk[:s]) + (sv_host.shape[-1],)) / scale)
         U, Vh = _batched_sign_fix(xp, U[:, :, :R], Vh[:, :R, :])
         A = xp.reshape(xp.permute_dims(U, (0, 2, 1)), tuple(rk[: s + 1]) + a)
         factors.append(A)
         rem = xp.reshape(sv[:, :R, None] * Vh, (Q * R,) + b)
-    factors.append(xp.reshape(rem, tuple(rk) + shp[-1]))
+    factors.append(xp.reshape(rem / scale if scale != 1.0 else rem, tuple(rk) + shp[-1]))
     tensor = SeKronTensor(factors, rk)
     error, norm = math.sqrt(max(discarded, 0.0)), math.sqrt(norm_sq)
     return SeKronResult(
         sekron=tensor,
         level_singular_values=tuple(svals),
-        error=error,
-        norm=norm,
-        rel_error=_relative(error, norm),
+        error=error / scale,
+        norm=norm / scale,
+        rel_error=_relative(error, norm),  # from the scaled values: exact for subnormal data
     )
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import warnings
 from types import ModuleType
 from typing import Any
 
@@ -15,6 +14,7 @@ from .._validation import check_finite as _check_finite
 from .._validation import check_index, check_int
 from ..tenalg._khatri_rao import gather_krp_rows
 from ..tenalg._mttkrp import DimensionTree, _mttkrp
+from ._scale import sum_of_squares
 
 __all__ = ["DenseTensor", "leading_from_gram"]
 
@@ -87,11 +87,8 @@ class DenseTensor:
 
     def norm_sq(self) -> float:
         """``||X||_F^2`` (one pass, computed once and kept)."""
-        if self._norm_sq is None:
-            flat = self.xp.reshape(self.X, (-1,))
-            with warnings.catch_warnings():  # overflow gives inf: the solvers rescale
-                warnings.simplefilter("ignore", RuntimeWarning)
-                self._norm_sq = B.to_float(self.xp.vecdot(flat, flat))
+        if self._norm_sq is None:  # overflow gives inf: the solvers rescale
+            self._norm_sq = sum_of_squares(self.X, self.xp)
         return self._norm_sq
 
     def max_abs(self) -> float:

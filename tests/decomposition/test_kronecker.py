@@ -174,11 +174,19 @@ def test_bad_input(rng, kwargs, exc, match):
         nearest_kronecker(W, **kwargs)
 
 
+def test_integer_w_is_promoted(rng):
+    # DESIGN.md: integers (and booleans) are promoted to the default float
+    for W in (rng.integers(-5, 6, size=(4, 6)), rng.integers(0, 2, size=(4, 6)).astype(bool)):
+        res = nearest_kronecker(W, (2, 3), rank=2)
+        ref = nearest_kronecker(W.astype(np.float64), (2, 3), rank=2)
+        assert res.kt.factors[0].dtype == np.float64
+        np.testing.assert_array_equal(res.kt.to_dense(), ref.kt.to_dense())
+        assert res.errors == ref.errors and res.rel_error == ref.rel_error
+
+
 def test_bad_dtype_and_values(rng):
-    with pytest.raises(TypeError, match="real floating"):
-        nearest_kronecker(np.ones((4, 4), dtype=np.int64), (2, 2))
-    with pytest.raises(TypeError, match="real floating"):
-        nearest_kronecker(np.ones((4, 4), dtype=bool), (2, 2))
+    with pytest.raises(TypeError, match="W has complex dtype"):
+        nearest_kronecker(np.ones((4, 4), dtype=np.complex128), (2, 2))
     with pytest.raises(TypeError, match="must be an array"):
         nearest_kronecker([[1.0, 2.0], [3.0, 4.0]], (1, 1))
     W = rng.standard_normal((4, 4))

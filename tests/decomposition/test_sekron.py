@@ -245,5 +245,14 @@ def test_bad_input(rng, shapes, ranks, exc, match):
 
 
 def test_bad_dtype():
-    with pytest.raises(TypeError, match="real floating"):
-        sekron(np.ones((4, 4), dtype=np.int32), [(2, 2), (2, 2)], 1)
+    with pytest.raises(TypeError, match="W has complex dtype"):
+        sekron(np.ones((4, 4), dtype=np.complex64), [(2, 2), (2, 2)], 1)
+
+
+def test_integer_w_is_promoted():
+    # DESIGN.md: integers are promoted to the default float (as nearest_kronecker does)
+    W = np.arange(16, dtype=np.int32).reshape(4, 4) % 5
+    res = sekron(W, [(2, 2), (2, 2)], 1)
+    ref = sekron(W.astype(np.float64), [(2, 2), (2, 2)], 1)
+    np.testing.assert_array_equal(res.sekron.to_dense(), ref.sekron.to_dense())
+    assert res.rel_error == ref.rel_error

@@ -5,25 +5,7 @@ marked ``xfail(strict=False)`` until the modules named are fixed; the full
 run (``--runslow``) lists every failing case.
 """
 
-_INT_W = ("decomposition/_kronecker.py: integer W refused ('expected a real floating array'; "
-          "tests/decomposition/test_kronecker.py asserts it) although DESIGN.md promotes "
-          "integers to the default float")
-_KRON_OPTIONS = ("decomposition/_kronecker.py: n_oversamples/n_iter go through int(): [2] or "
-                 "None give int()'s TypeError without the argument's name; '2' and True "
-                 "accepted")
-
 KNOWN: dict[str, str] = {
-    "nearest_kronecker/W": _INT_W,
-    "gkpd/W": _INT_W,
-    "nearest_kronecker/options": _KRON_OPTIONS,
-    "gkpd/options": _KRON_OPTIONS,
-    "kronecker_shapes/args": (
-        "decomposition/_kronecker.py kronecker_shapes: shape=(), max_candidates=0, "
-        "compression=inf, max_enumerate=nan or 1000.0 accepted; compression=[2.0] gives "
-        "float()'s TypeError without the name"),
-    "sekron/args": (
-        "decomposition/_sekron.py: float32 W of magnitude 1e30: rel_error differs from the "
-        "returned model's error (squares overflow float32)"),
     "joint_triangularize/matrices": (
         "decomposition/_joint: matrices as a nested list gives the namespace error without "
         "naming matrices"),

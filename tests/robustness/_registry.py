@@ -100,6 +100,15 @@ def check_array(out: Any, shape: tuple[int, ...] | None = None, *,
                           f"{np.max(np.abs(h[ok] - finite_ref)):.3g}")
 
 
+def relative_error(X: Any, D: Any) -> float:
+    """Exact ``||X - D|| / ||X||`` in float64, safe for data of any magnitude (0 for X = 0)."""
+    X, D = host(X), host(D)
+    s = float(np.max(np.abs(X))) if X.size else 0.0
+    if s == 0.0:
+        return 0.0 if not np.any(D) else math.inf
+    return float(np.linalg.norm(X / s - D / s) / np.linalg.norm(X / s))
+
+
 def dense_error(X: np.ndarray, cp: tf.CPTensor) -> float:
     """Exact ``||X - cp|| / ||X||`` in float64, safe for data of any magnitude."""
     X = np.asarray(X, dtype=np.float64)
