@@ -88,6 +88,7 @@ def spals(
     callback: Callback | None = None,
     verbose: bool = False,
     check_finite: bool = True,
+    mask: Any = None,
 ) -> CPALSResult:
     """CP decomposition by sampled alternating least squares (SPALS).
 
@@ -160,6 +161,10 @@ def spals(
         Show a progress bar (tqdm).
     check_finite : bool
         Reject NaN/Inf in ``X``.
+    mask : None
+        Missing data is not supported: any other value raises
+        ``ValueError`` (the leverage-score sampling assumes every entry is
+        observed); use ``tensorfact.cp_als(X, rank, mask=...)``.
 
     Returns
     -------
@@ -173,7 +178,8 @@ def spals(
     ------
     ValueError
         Bad ``rank``, ``n_samples``, ``alpha``, ``method``, ``max_iter``,
-        ``tol``, ``exact_fit_every``, threshold or ``init``; NaN/Inf in ``X``.
+        ``tol``, ``exact_fit_every``, threshold or ``init``; NaN/Inf in ``X``;
+        a ``mask``.
     TypeError
         Complex ``X``; ``init`` from another namespace or dtype.
     FloatingPointError
@@ -193,6 +199,10 @@ def spals(
     >>> bool(res.cp.factor_match_score(truth) > 0.999)
     True
     """
+    if mask is not None:
+        raise ValueError("mask is not supported by spals: its leverage-score sampling assumes "
+                         "every entry is observed; use cp_als(X, rank, mask=...) for missing "
+                         "data")
     data = as_format(X, check_finite=check_finite)
     shape = data.shape
     N = len(shape)
