@@ -25,8 +25,8 @@ from ..tensors.cp import CPTensor
 from ._monitor import ConvergenceHistory, IterationMonitor, check_callback
 from ._results import CPALSResult
 
-__all__ = ["check_init", "cp_als", "hadamard_grams", "initial_factors", "scaled_data",
-           "unit_columns", "unscaled_model", "zero_result"]
+__all__ = ["check_als_options", "check_init", "cp_als", "hadamard_grams", "initial_factors",
+           "scaled_data", "unit_columns", "unscaled_model", "zero_result"]
 
 logger = logging.getLogger("tensorfact.cp_als")
 
@@ -47,6 +47,8 @@ def cp_als(
     callback: Callback | None = None,
     verbose: bool = False,
     check_finite: bool = True,
+    mask: Any = None,
+    missing: str = "weighted",
 ) -> CPALSResult:
     """CP decomposition by alternating least squares.
 
@@ -96,7 +98,24 @@ def cp_als(
     verbose : bool
         Show a progress bar (tqdm) with the current error.
     check_finite : bool
-        Reject NaN/Inf in ``X``.
+        Reject NaN/Inf in ``X`` (with ``mask``: in the observed entries).
+    mask : None, boolean array, "nan" or "observed"
+        Missing data (see ``docs/missing-data.md``). A boolean array of
+        ``X``'s shape and namespace, ``True`` where an entry is observed
+        (an integer array of 0 and 1 is accepted too); ``"nan"``: the NaN
+        entries of the dense ``X`` are the missing ones; ``"observed"``:
+        ``X`` is a ``SparseTensor`` whose stored entries are the observed
+        ones (every other entry is missing, not zero). The fit and
+        ``rel_error`` then cover the observed entries only:
+        ``||P(X - X_hat)|| / ||P(X)||`` with ``P`` keeping observed entries.
+        ``None`` (default): every entry is observed.
+    missing : {"weighted", "em"}
+        How missing entries are handled when ``mask`` is given.
+        ``"weighted"``: exact weighted ALS, each factor row solving its own
+        normal equations over its observed entries. ``"em"``: expectation
+        maximisation, missing entries imputed from the current model before
+        each sweep (TensorLy's masked ``parafac``). The default was chosen
+        by the iteration counts in ``docs/missing-data.md``.
 
     Returns
     -------
@@ -106,11 +125,14 @@ def cp_als(
     Raises
     ------
     ValueError
-        Bad ``rank``, ``max_iter``, ``tol``, ``l2_reg``, ``n_init``, a tensor
-        with fewer than two modes or an empty mode, NaN/Inf in ``X``, an
-        ``init`` CPTensor of the wrong shape or rank.
+        Bad ``rank``, ``max_iter``, ``tol``, ``l2_reg``, ``n_init``,
+        ``missing``, a tensor with fewer than two modes or an empty mode,
+        NaN/Inf in ``X``, an ``init`` CPTensor of the wrong shape or rank;
+        a ``mask`` of the wrong shape, with no observed entry, of integers
+        other than 0 and 1, an array ``mask`` with a ``SparseTensor`` ``X``.
     TypeError
-        Complex ``X``, ``init`` from a different namespace or dtype.
+        Complex ``X``, ``init`` from a different namespace or dtype; a
+        ``mask`` of floating dtype or from a different namespace.
     FloatingPointError
         If an iterate becomes non-finite.
 
@@ -129,17 +151,17 @@ def cp_als(
     >>> res.rel_error < 1e-8, res.cp.factor_match_score(truth) > 0.9999
     (True, True)
     """
-    data = as_format(X, check_finite=check_finite)
-    shape = data.shape
-    R = check_rank(rank, shape)
-    max_iter = check_positive_int(max_iter, "max_iter")
-    tol = check_nonneg_float(tol, "tol")
-    l2_reg = check_nonneg_float(l2_reg, "l2_reg")
-    n_init = check_positive_int(n_init, "n_init")
-    check_callback(callback)
-    gen = B.check_rng(rng)
-    check_init(init, ("svd", "random", "joint_schur"))
+    missing = check_choice(missing, "missing", ("weighted", "em"))
+    if mask is not None:
+        from ._cp_masked import cp_als_masked
 
+        return cp_als_masked(X, rank, mask=mask, missing=missing, init=init,
+                             max_iter=max_iter, tol=tol, l2_reg=l2_reg, n_init=n_init, rng=rng,
+                             callback=callback, verbose=verbose, check_finite=check_finite)
+    data = as_format(X, check_finite=check_finite)
+    R = check_rank(rank, data.shape)
+    max_iter, tol, l2_reg, n_init, gen = check_als_options(max_iter, tol, l2_reg, n_init, rng,
+                                                           callback, init)
     data, scale, normX2 = scaled_data(data)
     if normX2 == 0.0:
         return zero_result(data, R)
@@ -152,6 +174,20 @@ def cp_als(
         if best is None or res.rel_error < best.rel_error:
             best = res
     return best  # type: ignore[return-value]
+
+
+def check_als_options(max_iter: Any, tol: Any, l2_reg: Any, n_init: Any, rng: Any,
+                      callback: Any, init: Any) -> tuple[int, float, float, int,
+                                                         np.random.Generator]:
+    """Check the options shared by the CP-ALS variants: ``(max_iter, tol, l2_reg, n_init, rng)``."""
+    max_iter = check_positive_int(max_iter, "max_iter")
+    tol = check_nonneg_float(tol, "tol")
+    l2_reg = check_nonneg_float(l2_reg, "l2_reg")
+    n_init = check_positive_int(n_init, "n_init")
+    check_callback(callback)
+    gen = B.check_rng(rng)
+    check_init(init, ("svd", "random", "joint_schur"))
+    return max_iter, tol, l2_reg, n_init, gen
 
 
 def check_init(init: Any, names: tuple[str, ...]) -> None:
