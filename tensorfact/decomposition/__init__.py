@@ -2,6 +2,7 @@
 
 from ._checkpoint import Checkpoint, CheckpointState
 from ._cp_als import cp_als
+from ._cp_apr import CPAPRResult, cp_apr
 from ._joint import *  # noqa: F403  (the joint triangularization family, see its __all__)
 from ._joint import __all__ as _joint_all
 from ._kronecker import (
@@ -22,5 +23,6 @@ __all__ = [
     "SampledLstsqResult", "sampled_krp_lstsq", "spals", "spals_sample_count",
     "KroneckerShape", "NearestKroneckerResult", "gkpd", "kronecker_shapes", "nearest_kronecker",
     "SeKronResult", "sekron",
+    "CPAPRResult", "cp_apr",
     *_joint_all,
 ]
