@@ -13,6 +13,7 @@ from ._kronecker import (
     nearest_kronecker,
 )
 from ._monitor import ConvergenceHistory
+from ._nonneg import nonnegative_cp
 from ._results import CPALSResult
 from ._sampled_lstsq import SampledLstsqResult, sampled_krp_lstsq
 from ._sekron import SeKronResult, sekron
@@ -23,6 +24,7 @@ __all__ = [
     "SampledLstsqResult", "sampled_krp_lstsq", "spals", "spals_sample_count",
     "KroneckerShape", "NearestKroneckerResult", "gkpd", "kronecker_shapes", "nearest_kronecker",
     "SeKronResult", "sekron",
+    "nonnegative_cp",
     "CPAPRResult", "cp_apr",
     *_joint_all,
 ]
