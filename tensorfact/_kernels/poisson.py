@@ -13,6 +13,10 @@ Every operation has a Numba kernel (NumPy arrays, ``parallel=True``) and a
 pure array-API twin (storage order, ``scatter_add``); the tests check both
 against a dense brute force.
 
+Each Numba kernel is compiled twice from one body: threaded, and serial for
+inputs below `PARALLEL_MIN_NNZ` nonzeros, where launching the threads
+costs more than the work.
+
 Race freedom: the Numba MU step splits the *rows* into chunks holding about
 the same number of nonzeros; a chunk owns its rows, so every output row is
 written by one thread and no reduction is needed (a single row longer than a
@@ -43,11 +47,19 @@ __all__ = [
 ]
 
 
+#: below this many nonzeros the kernels run on one thread (a parallel launch costs more)
+PARALLEL_MIN_NNZ = 1 << 15
+
+
+def _threaded(nnz: int) -> int:
+    """Index of the kernel variant: 1 (threaded) for large inputs, 0 (serial) otherwise."""
+    return int(nnz >= PARALLEL_MIN_NNZ and numba.get_num_threads() > 1)
+
+
 # --------------------------------------------------------------------------- #
 # Khatri-Rao rows at the nonzeros
 # --------------------------------------------------------------------------- #
-@numba.njit(parallel=True, cache=True, nogil=True)
-def _krp_rows(others, F, offsets, out):  # pragma: no cover - compiled
+def _krp_rows_py(others, F, offsets, out):  # pragma: no cover - compiled
     R = F.shape[1]
     M = others.shape[1]
     for k in numba.prange(others.shape[0]):
@@ -59,6 +71,10 @@ def _krp_rows(others, F, offsets, out):  # pragma: no cover - compiled
                 out[k, r] *= F[row, r]
 
 
+_krp_rows = (numba.njit(cache=True, nogil=True)(_krp_rows_py),
+             numba.njit(parallel=True, cache=True, nogil=True)(_krp_rows_py))
+
+
 def krp_at_nonzeros_numba(others: np.ndarray, factors: list[np.ndarray]) -> np.ndarray:
     """``Pi[k] = prod_j factors[j][others[k, j]]`` (float64, parallel over nonzeros).
 
@@ -68,7 +84,7 @@ def krp_at_nonzeros_numba(others: np.ndarray, factors: list[np.ndarray]) -> np.n
     F, offsets = stack_factors(factors, np.float64)
     out = np.empty((others.shape[0], F.shape[1]), dtype=np.float64)
     if others.shape[0]:
-        _krp_rows(others, F, offsets, out)
+        _krp_rows[_threaded(others.shape[0])](others, F, offsets, out)
     return out
 
 
@@ -94,8 +110,7 @@ def row_chunks(rowptr: np.ndarray, n_chunks: int) -> np.ndarray:
     return np.maximum.accumulate(bounds)
 
 
-@numba.njit(parallel=True, cache=True, nogil=True)
-def _mu_rows(rowptr, vals, Pi, Bm, epsilon, bounds, B_new, Phi, kkt):  # pragma: no cover
+def _mu_rows_py(rowptr, vals, Pi, Bm, epsilon, bounds, B_new, Phi, kkt):  # pragma: no cover
     R = Bm.shape[1]
     for c in numba.prange(bounds.shape[0] - 1):
         phi = np.empty(R, dtype=np.float64)
@@ -122,6 +137,10 @@ def _mu_rows(rowptr, vals, Pi, Bm, epsilon, bounds, B_new, Phi, kkt):  # pragma:
         kkt[c] = worst
 
 
+_mu_rows = (numba.njit(cache=True, nogil=True)(_mu_rows_py),
+            numba.njit(parallel=True, cache=True, nogil=True)(_mu_rows_py))
+
+
 def mu_step_numba(rowptr: np.ndarray, vals: np.ndarray, Pi: np.ndarray, Bm: np.ndarray,
                   epsilon: float, bounds: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
     """One MU step of a mode's subproblem: ``(B * Phi, Phi, kkt violation)``.
@@ -145,8 +164,9 @@ def mu_step_numba(rowptr: np.ndarray, vals: np.ndarray, Pi: np.ndarray, Bm: np.n
     B_new = np.empty((n_rows, R), dtype=np.float64)
     Phi = np.empty((n_rows, R), dtype=np.float64)
     kkt = np.zeros(bounds.shape[0] - 1, dtype=np.float64)
-    _mu_rows(rowptr, vals, Pi, np.ascontiguousarray(Bm, dtype=np.float64), float(epsilon),
-             bounds, B_new, Phi, kkt)
+    Bc = np.ascontiguousarray(Bm, dtype=np.float64)
+    _mu_rows[_threaded(vals.shape[0])](rowptr, vals, Pi, Bc, float(epsilon), bounds, B_new, Phi,
+                                       kkt)
     return B_new, Phi, float(np.max(kkt)) if kkt.shape[0] else 0.0
 
 
@@ -168,8 +188,7 @@ def mu_step_xp(xp: ModuleType, rows: Any, vals: Any, Pi: Any, Bm: Any, epsilon: 
 # --------------------------------------------------------------------------- #
 # Poisson log-likelihood and inner product at the nonzeros
 # --------------------------------------------------------------------------- #
-@numba.njit(parallel=True, cache=True, nogil=True)
-def _fit_rows(rowptr, vals, Pi, Bm, epsilon):  # pragma: no cover - compiled
+def _fit_rows_py(rowptr, vals, Pi, Bm, epsilon):  # pragma: no cover - compiled
     R = Bm.shape[1]
     n_rows = rowptr.shape[0] - 1
     xlogm = 0.0
@@ -189,6 +208,10 @@ def _fit_rows(rowptr, vals, Pi, Bm, epsilon):  # pragma: no cover - compiled
     return xlogm, xm
 
 
+_fit_rows = (numba.njit(cache=True, nogil=True)(_fit_rows_py),
+             numba.njit(parallel=True, cache=True, nogil=True)(_fit_rows_py))
+
+
 def poisson_fit_numba(rowptr: np.ndarray, vals: np.ndarray, Pi: np.ndarray, Bm: np.ndarray,
                       epsilon: float) -> tuple[float, float]:
     """``(sum_k x_k log max(m_k, epsilon), sum_k x_k m_k)`` over the nonzeros.
@@ -200,8 +223,8 @@ def poisson_fit_numba(rowptr: np.ndarray, vals: np.ndarray, Pi: np.ndarray, Bm: 
     """
     if vals.shape[0] == 0:
         return 0.0, 0.0
-    a, b = _fit_rows(rowptr, vals, Pi, np.ascontiguousarray(Bm, dtype=np.float64),
-                     float(epsilon))
+    Bc = np.ascontiguousarray(Bm, dtype=np.float64)
+    a, b = _fit_rows[_threaded(vals.shape[0])](rowptr, vals, Pi, Bc, float(epsilon))
     return float(a), float(b)
 
 

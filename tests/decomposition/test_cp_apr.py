@@ -181,7 +181,10 @@ def _brute(X, facs, mode, eps):
 
 @pytest.mark.parametrize("mode", [0, 1, 2])
 @pytest.mark.parametrize("n_chunks", [1, 3, 50])
-def test_numba_kernels_match_brute_force(mode, n_chunks):
+@pytest.mark.parametrize("threaded", [False, True])
+def test_numba_kernels_match_brute_force(mode, n_chunks, threaded, monkeypatch):
+    if threaded:  # the threaded variants, whatever the size
+        monkeypatch.setattr(KP, "PARALLEL_MIN_NNZ", 0)
     X, S, facs, _ = _kernel_case(20 + mode, mode=mode)
     eps = 1e-10
     rowptr, others, vals = mode_sorted(np.asarray(S.coords), np.asarray(S.values), mode,
