@@ -14,16 +14,18 @@ from ._kronecker import (
 )
 from ._monitor import ConvergenceHistory
 from ._nonneg import nonnegative_cp
-from ._results import CPALSResult
+from ._results import CPALSResult, TuckerResult
 from ._sampled_lstsq import SampledLstsqResult, sampled_krp_lstsq
 from ._sekron import SeKronResult, sekron
 from ._spals import spals, spals_sample_count
+from ._tucker import hosvd, tucker
 
 __all__ = [
     "CPALSResult", "Checkpoint", "CheckpointState", "ConvergenceHistory", "cp_als",
     "SampledLstsqResult", "sampled_krp_lstsq", "spals", "spals_sample_count",
     "KroneckerShape", "NearestKroneckerResult", "gkpd", "kronecker_shapes", "nearest_kronecker",
     "SeKronResult", "sekron",
+    "TuckerResult", "hosvd", "tucker",
     "nonnegative_cp",
     "CPAPRResult", "cp_apr",
     *_joint_all,

@@ -8,9 +8,10 @@ import numpy as np
 
 from .._validation import check_int, check_nonneg_float
 from ..tensors.cp import CPTensor
+from ..tensors.tucker import TuckerTensor
 from ._monitor import ConvergenceHistory
 
-__all__ = ["ConvergenceHistory", "CPALSResult"]
+__all__ = ["ConvergenceHistory", "CPALSResult", "TuckerResult"]
 
 
 @dataclass(frozen=True)
@@ -40,12 +41,48 @@ class CPALSResult:
     def __post_init__(self) -> None:
         if not isinstance(self.cp, CPTensor):
             raise TypeError(f"cp must be a CPTensor, got {type(self.cp).__name__}")
-        object.__setattr__(self, "n_iter", check_int(self.n_iter, "n_iter", low=0,
-                                                     what="a non-negative integer"))
-        if not isinstance(self.converged, (bool, np.bool_)):
-            raise TypeError(f"converged must be a bool, got {type(self.converged).__name__}")
-        object.__setattr__(self, "converged", bool(self.converged))
-        object.__setattr__(self, "rel_error", check_nonneg_float(self.rel_error, "rel_error"))
-        if not isinstance(self.history, ConvergenceHistory):
-            raise TypeError(f"history must be a ConvergenceHistory, got "
-                            f"{type(self.history).__name__}")
+        _check_common(self)
+
+
+@dataclass(frozen=True)
+class TuckerResult:
+    """Result of `tensorfact.tucker` and `tensorfact.hosvd`.
+
+    Attributes
+    ----------
+    tucker : TuckerTensor
+        The fitted decomposition (orthonormal factor columns).
+    n_iter : int
+        Number of HOOI sweeps run (0 for `tensorfact.hosvd`).
+    converged : bool
+        Whether the stopping tolerance was met before ``max_iter`` (always
+        ``True`` for the direct `tensorfact.hosvd`).
+    rel_error : float
+        Final relative reconstruction error ``||X - T|| / ||X||``.
+    history : ConvergenceHistory
+        Relative error and elapsed time of every sweep (empty for `tensorfact.hosvd`).
+    """
+
+    tucker: TuckerTensor
+    n_iter: int
+    converged: bool
+    rel_error: float
+    history: ConvergenceHistory
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.tucker, TuckerTensor):
+            raise TypeError(f"tucker must be a TuckerTensor, got {type(self.tucker).__name__}")
+        _check_common(self)
+
+
+def _check_common(res: CPALSResult | TuckerResult) -> None:
+    """The checks shared by the result classes (counts, flags, error, history)."""
+    object.__setattr__(res, "n_iter", check_int(res.n_iter, "n_iter", low=0,
+                                                what="a non-negative integer"))
+    if not isinstance(res.converged, (bool, np.bool_)):
+        raise TypeError(f"converged must be a bool, got {type(res.converged).__name__}")
+    object.__setattr__(res, "converged", bool(res.converged))
+    object.__setattr__(res, "rel_error", check_nonneg_float(res.rel_error, "rel_error"))
+    if not isinstance(res.history, ConvergenceHistory):
+        raise TypeError(f"history must be a ConvergenceHistory, got "
+                        f"{type(res.history).__name__}")

@@ -25,6 +25,7 @@ from .. import _backend as B
 from .._kernels import sparse as K
 from .._validation import check_array, check_choice, check_factor_shapes, check_int, check_mode
 from . import _sparse_ops as _ops
+from . import _sparse_ttm
 from ._protocol import SparseRows
 
 __all__ = ["SparseTensor"]
@@ -497,6 +498,17 @@ class SparseTensor:
             rowptr, others, vals = self._mode_layout(mode)
             return K.mttkrp_numba(rowptr, others, vals, [np.asarray(A) for A in factors], mode)
         return K.mttkrp_xp(xp, self._coords, self._values, factors, mode, self._shape[mode])
+
+    def multi_mode_dot(self, matrices: Sequence[Any], modes: Sequence[int], *,
+                       transpose: bool = False) -> Any:
+        """TTM chain on the nonzeros, a dense array (see `tensorfact.tenalg.multi_mode_dot`).
+
+        Memory: the nonzeros plus the dense result; the tensor is never
+        densified. Call it through ``tensorfact.tenalg.multi_mode_dot(X, ...)``,
+        which checks the arguments.
+        """
+        return _sparse_ttm.multi_mode_dot(self, list(matrices), [int(m) for m in modes],
+                                          transpose=bool(transpose))
 
     def _check_factors(self, factors: list[Any]) -> None:
         B.namespace(self._values, *factors, name="factors")
