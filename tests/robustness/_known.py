@@ -6,22 +6,6 @@ run (``--runslow``) lists every failing case.
 """
 
 KNOWN: dict[str, str] = {
-    "joint_triangularize/matrices": (
-        "decomposition/_joint: matrices as a nested list gives the namespace error without "
-        "naming matrices"),
-    "joint_triangularize/options": (
-        "decomposition/_joint/_solver.py: a callback that raises ValueError does not stop the "
-        "run: the exception is swallowed and a result returned"),
-    "joint_eigen/args": (
-        "decomposition/_joint/_schur_cp.py joint_eigen: complex, masked or object U accepted; "
-        "matrices as a nested list gives the namespace error without naming matrices"),
-    "triangularization_error_bound/args": (
-        "decomposition/_joint/_bound.py: safety_factor=[2.0] or failure_probability=None give "
-        "float()'s TypeError without the name; a string-dtype U accepted; matrices as a nested "
-        "list unnamed"),
-    "cp_joint_schur/args": (
-        "decomposition/_joint/_schur_cp.py: n_slices=1 accepted (documented: at least 2); X as "
-        "a nested list unnamed; subnormal X: rel_error differs from the model's error"),
     "planted_sparse_store/args": (
         "datasets/_planted_store.py: store=3 or None reaches pathlib (TypeError in pathlib's "
         "words, no argument name)"),

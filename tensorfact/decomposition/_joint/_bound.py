@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from ... import _backend as B
-from ..._validation import check_nonneg_float
+from ..._validation import check_nonneg_float, check_real
 from ._checks import check_orthogonal, check_stack, power_of_two_exponent
 from ._matrix_free import JacobianOperator, least_squares_step, smallest_singular_values
 from ._objective import congruence, gram_and_gradient, jacobian, lower_vec
@@ -180,15 +180,13 @@ def triangularization_error_bound(
     eps_in = check_nonneg_float(noise_level, "noise_level")
     if noise_norm not in _NOISE_NORMS:
         raise ValueError(f"noise_norm must be one of {_NOISE_NORMS}, got {noise_norm!r}")
-    fp = float(failure_probability)
-    if not 0.0 < fp < 1.0:
-        raise ValueError(f"failure_probability must be in (0, 1), got {failure_probability!r}")
+    fp = check_real(failure_probability, "failure_probability", low=0.0, high=1.0,
+                    low_open=True, high_open=True, what="a number in (0, 1)")
     if safety_factor is None:
         safety = 1.0 if noise_norm == "gaussian" else 2.0
     else:
-        safety = float(safety_factor)
-    if not (math.isfinite(safety) and safety >= 1.0):
-        raise ValueError(f"safety_factor must be a finite number >= 1, got {safety_factor!r}")
+        safety = check_real(safety_factor, "safety_factor", low=1.0,
+                            what="a finite number >= 1")
     if d == 1:
         return TriangularizationErrorBound(0.0, 0.0, 0.0, 0.0, math.inf, 0.0, 0.0, 0.0,
                                            eps_in, noise_norm, 1.0)

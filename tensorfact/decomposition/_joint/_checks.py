@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from ... import _backend as B
+from ..._validation import check_array
 
 __all__ = ["check_orthogonal", "check_stack", "power_of_two_exponent"]
 
@@ -22,16 +23,19 @@ def check_stack(matrices: Any, *, name: str = "matrices",
     if isinstance(matrices, (list, tuple)):
         if len(matrices) == 0:
             raise ValueError(f"{name} is empty (N=0); pass at least one d x d matrix")
-        xp = B.namespace(*matrices)
+        for i, m in enumerate(matrices):
+            check_array(m, f"{name}[{i}]")
+        xp = B.namespace(*matrices, name=name)
         try:
             matrices = xp.stack([xp.asarray(m) for m in matrices])
         except Exception as exc:
             raise ValueError(f"{name}: the matrices must all have the same shape ({exc})") from exc
-    if not hasattr(matrices, "shape") or not hasattr(matrices, "dtype"):
+    if not B.is_array(matrices) or not hasattr(matrices, "shape"):
         raise TypeError(
             f"{name} must be an array of shape (N, d, d), got {type(matrices).__name__}"
         )
-    xp = B.namespace(matrices)
+    check_array(matrices, name)
+    xp = B.namespace(matrices, name=name)
     shape = tuple(int(s) for s in matrices.shape)
     if len(shape) == 2:
         raise ValueError(
@@ -55,8 +59,9 @@ def check_stack(matrices: Any, *, name: str = "matrices",
 
 def check_orthogonal(U: Any, d: int, *, name: str = "U") -> np.ndarray:
     """Validate a (d, d) orthogonal matrix; return a host float64 copy."""
-    if not hasattr(U, "shape"):
+    if not B.is_array(U) or not hasattr(U, "shape"):
         raise TypeError(f"{name} must be a (d, d) array, got {type(U).__name__}")
+    check_array(U, name)  # real numbers: not complex, masked, object or string
     Un = np.array(B.to_numpy(U), dtype=np.float64)
     if Un.shape != (d, d):
         raise ValueError(f"{name} must have shape ({d}, {d}) to match the matrices, got {Un.shape}")

@@ -8,9 +8,10 @@ from typing import Any
 import numpy as np
 
 from ... import _backend as B
-from ..._validation import check_positive_int, check_tensor
+from ..._validation import check_int, check_positive_int, check_tensor
 from ...tensors.cp import CPTensor
-from ._checks import check_orthogonal, check_stack
+from .._cp_als import unscaled_model
+from ._checks import check_orthogonal, check_stack, power_of_two_exponent
 from ._objective import congruence
 from ._results import JointEigenResult, JointSchurCPResult, JointTriangularizationResult
 from ._solver import joint_triangularize
@@ -63,7 +64,10 @@ def joint_eigen(matrices: Any, U: Any, /) -> JointEigenResult:
     xp, X, M = check_stack(matrices)
     N, d, _ = M.shape
     Un = check_orthogonal(U, d)
-    T = congruence(Un, M)
+    # on M / 2^e (max |entry| in [1/2, 1), exact): no square overflows or underflows,
+    # the eigenvectors do not depend on the units, the eigenvalues are scaled back
+    e = power_of_two_exponent(M)
+    T = congruence(Un, np.ldexp(M, -e))
     lam = np.einsum("nii->ni", T)
     Y = np.zeros((d, d))
     tiny = np.finfo(np.float64).tiny
@@ -78,7 +82,7 @@ def joint_eigen(matrices: Any, U: Any, /) -> JointEigenResult:
     V /= np.linalg.norm(V, axis=0, keepdims=True)
     return JointEigenResult(
         eigenvectors=B.from_numpy(xp, V, like=X, dtype=X.dtype),
-        eigenvalues=B.from_numpy(xp, lam, like=X, dtype=X.dtype),
+        eigenvalues=B.from_numpy(xp, np.ldexp(lam, e), like=X, dtype=X.dtype),
     )
 
 
@@ -117,7 +121,7 @@ def cp_joint_schur(
         Dense 3-way tensor, any array API namespace.
     rank : int
         ``1 <= rank <= `` the second largest dimension.
-    n_slices : int, optional
+    n_slices : int >= 2, optional
         Number of slice-ratio matrices (default ``min(I_c, 10)``, at least 2).
     rng : None, int or numpy.random.Generator
         Randomness for the slice combinations and the Schur initialisation.
@@ -162,7 +166,7 @@ def cp_joint_schur(
     >>> res.cp.factor_match_score(truth) > 0.9999, res.rel_error < 1e-10
     (True, True)
     """
-    xp = B.namespace(X)
+    xp = B.namespace(X, name="X")
     X = check_tensor(X, xp, name="X", min_ndim=3)
     if X.ndim != 3:
         raise ValueError(f"X must be a 3-way tensor, got shape {tuple(X.shape)}")
@@ -183,7 +187,7 @@ def cp_joint_schur(
     if n_slices is None:
         n_slices = max(2, min(shape[mc], 10))
     else:
-        n_slices = check_positive_int(n_slices, "n_slices")
+        n_slices = check_int(n_slices, "n_slices", low=2, what="an integer >= 2")
     gen = B.check_rng(rng)
     dt = X.dtype
     # work on X / 2^e with max |entry| in [1/2, 1) (exact): no Gram matrix
@@ -216,7 +220,11 @@ def cp_joint_schur(
     w = cp.weights
     rel = _relative_residual(xp, Xp, cp.factors[ma] * w[None, :], cp.factors[mb],
                              cp.factors[mc])
-    if e != 0:
+    if e < 0:  # small data: subnormal weights would lose bits, unscaled_model shares 2^e out
+        k = min(-e, 1000)
+        cp = unscaled_model(xp, list(cp.factors), _times_power_of_two(w, e + k),
+                            math.ldexp(1.0, k))
+    elif e > 0:
         cp = CPTensor(list(cp.factors), weights=_times_power_of_two(w, e))
     return JointSchurCPResult(cp=cp, rel_error=rel, triangularization=tri)
 
