@@ -71,7 +71,9 @@ def nonnegative_cp(
     X : array of shape (I_0, ..., I_{N-1}), N >= 2, or a data format
         Non-negative data: an array of any array API namespace (integers and
         booleans are promoted to the default float), a ``SparseTensor`` or
-        any `tensorfact.formats.TensorFormat`.
+        any `tensorfact.formats.TensorFormat`. Dense, Dask dense and sparse
+        data are screened for negative entries (one pass); formats that keep
+        their entries elsewhere (a partitioned store) are trusted.
     rank : int
         Number of components, ``1 <= rank <= min_n prod_{m != n} I_m``.
     method : {"hals", "mu"}

@@ -141,6 +141,18 @@ def test_sparse_equals_dense(method):
         assert s.rel_error == pytest.approx(d.rel_error, rel=1e-9)
 
 
+def test_dask_array_equals_dense():
+    da = pytest.importorskip("dask.array")
+    X, _ = _planted((10, 11, 12), 2, seed=20, noise=0.1)
+    d = nonnegative_cp(X, 2, rng=0, max_iter=10, tol=0)
+    c = nonnegative_cp(da.from_array(X, chunks=(5, 6, 6)), 2, rng=0, max_iter=10, tol=0)
+    np.testing.assert_allclose(_rec(c.cp), _rec(d.cp), rtol=1e-9, atol=1e-12)
+    Xn = X.copy()
+    Xn[3, 4, 5] = -1.0
+    with pytest.raises(ValueError, match="X has negative entries"):
+        nonnegative_cp(da.from_array(Xn, chunks=(5, 6, 6)), 2)
+
+
 def test_negative_sparse_values_are_refused():
     S = tf.SparseTensor(np.array([[0, 0, 0], [1, 2, 3]]), np.array([1.0, -2.0]), (2, 3, 4))
     with pytest.raises(ValueError, match="X has negative entries"):
