@@ -217,13 +217,12 @@ def tucker(
     Examples
     --------
     >>> import numpy as np
-    >>> rng = np.random.default_rng(0)
-    >>> core = rng.standard_normal((2, 3, 2))
-    >>> U = [np.linalg.qr(rng.standard_normal((s, r)))[0] for s, r in [(6, 2), (7, 3), (8, 2)]]
-    >>> X = TuckerTensor(core, U).to_dense() + 1e-3 * rng.standard_normal((6, 7, 8))
-    >>> res = tucker(X, (2, 3, 2), rng=0)
-    >>> res.tucker.shape, bool(res.rel_error < 1e-2), res.converged
-    ((6, 7, 8), True, True)
+    >>> X = np.random.default_rng(0).standard_normal((6, 7, 8))
+    >>> res = tucker(X, (2, 3, 2))
+    >>> res.tucker.ranks, res.converged, len(res.history) == res.n_iter
+    ((2, 3, 2), True, True)
+    >>> bool(res.rel_error <= hosvd(X, (2, 3, 2)).rel_error)  # HOOI improves on its start
+    True
     """
     data, R, gen = _prepare(X, ranks, svd, rng, check_finite)
     check_choice(method, "method", ("hooi",))

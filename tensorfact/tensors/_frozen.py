@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["Frozen"]
+__all__ = ["FactorPair", "Frozen"]
 
 
 class Frozen:
@@ -21,3 +22,42 @@ class Frozen:
 
     def __delattr__(self, name: str) -> None:
         raise AttributeError(f"{type(self).__name__} is immutable")
+
+
+class FactorPair(Frozen):
+    """Base of the factorised tensors that unpack as ``(head, factors)`` like TensorLy's.
+
+    The head is the CP weights or the Tucker core (`_head`); the factor
+    matrices, one per mode with ``I_n`` rows, are in ``_factors``.
+    """
+
+    __slots__ = ()
+    _factors: tuple[Any, ...]
+
+    def _head(self) -> Any:
+        raise NotImplementedError
+
+    @property
+    def factors(self) -> tuple[Any, ...]:
+        """Tuple of the N factor matrices, ``factors[n]`` with ``I_n`` rows."""
+        return self._factors
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """Shape of the represented tensor."""
+        return tuple(int(A.shape[0]) for A in self._factors)
+
+    @property
+    def ndim(self) -> int:
+        """Number of modes."""
+        return len(self._factors)
+
+    def __iter__(self) -> Iterator[Any]:
+        yield self._head()
+        yield list(self._factors)
+
+    def __len__(self) -> int:
+        return 2
+
+    def __getitem__(self, i: int) -> Any:
+        return (self._head(), list(self._factors))[i]

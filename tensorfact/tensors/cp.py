@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -12,12 +12,12 @@ from .. import _backend as B
 from .._validation import check_array, check_array_sequence, check_factor_dtypes
 from ..tenalg._khatri_rao import khatri_rao
 from ..tenalg._mttkrp import _mttkrp
-from ._frozen import Frozen
+from ._frozen import FactorPair
 
 __all__ = ["CPTensor"]
 
 
-class CPTensor(Frozen):
+class CPTensor(FactorPair):
     """``sum_r weights[r] * factors[0][:, r] ∘ ... ∘ factors[N-1][:, r]``.
 
     Frozen and validated on construction; unpacks as ``(weights, factors)``
@@ -113,21 +113,6 @@ class CPTensor(Frozen):
         return self._weights
 
     @property
-    def factors(self) -> tuple[Any, ...]:
-        """Tuple of the N factor matrices, each (I_n, R)."""
-        return self._factors
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        """Shape of the represented tensor."""
-        return tuple(int(A.shape[0]) for A in self._factors)
-
-    @property
-    def ndim(self) -> int:
-        """Number of modes."""
-        return len(self._factors)
-
-    @property
     def rank(self) -> int:
         """Number of components R."""
         return int(self._factors[0].shape[1])
@@ -142,15 +127,8 @@ class CPTensor(Frozen):
         """Number of stored parameters (weights and factor entries)."""
         return self.rank * (1 + sum(self.shape))
 
-    def __iter__(self) -> Iterator[Any]:
-        yield self._weights
-        yield list(self._factors)
-
-    def __len__(self) -> int:
-        return 2
-
-    def __getitem__(self, i: int) -> Any:
-        return (self._weights, list(self._factors))[i]
+    def _head(self) -> Any:
+        return self._weights
 
     def __repr__(self) -> str:
         return (

@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from .. import _backend as B
 from .._validation import check_array, check_array_sequence, check_factor_dtypes
 from ..tenalg._ttm import mode_dot, ttm_chain
-from ._frozen import Frozen
+from ._frozen import FactorPair
 
 __all__ = ["TuckerTensor"]
 
 
-class TuckerTensor(Frozen):
+class TuckerTensor(FactorPair):
     """``core x_0 factors[0] x_1 factors[1] ... x_{N-1} factors[N-1]``.
 
     Frozen and validated on construction; unpacks as ``(core, factors)`` like
@@ -86,24 +86,9 @@ class TuckerTensor(Frozen):
         return self._core
 
     @property
-    def factors(self) -> tuple[Any, ...]:
-        """Tuple of the N factor matrices, ``factors[n]`` of shape (I_n, R_n)."""
-        return self._factors
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        """Shape of the represented tensor."""
-        return tuple(int(A.shape[0]) for A in self._factors)
-
-    @property
     def ranks(self) -> tuple[int, ...]:
         """Multilinear ranks (the core's shape)."""
         return tuple(int(A.shape[1]) for A in self._factors)
-
-    @property
-    def ndim(self) -> int:
-        """Number of modes."""
-        return len(self._factors)
 
     @property
     def dtype(self) -> Any:
@@ -115,15 +100,8 @@ class TuckerTensor(Frozen):
         """Number of stored parameters (core and factor entries)."""
         return math.prod(self.ranks) + sum(s * r for s, r in zip(self.shape, self.ranks))
 
-    def __iter__(self) -> Iterator[Any]:
-        yield self._core
-        yield list(self._factors)
-
-    def __len__(self) -> int:
-        return 2
-
-    def __getitem__(self, i: int) -> Any:
-        return (self._core, list(self._factors))[i]
+    def _head(self) -> Any:
+        return self._core
 
     def __repr__(self) -> str:
         return (f"TuckerTensor(shape={self.shape}, ranks={self.ranks}, dtype={self.dtype}, "

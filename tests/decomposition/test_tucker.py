@@ -314,38 +314,35 @@ def test_bad_ranks(ranks, exc, word, solver):
         solver(np.ones((3, 4, 5)), ranks)
 
 
-def test_bad_options():
+@pytest.mark.parametrize("solver, kwargs, exc, word", [
+    (hosvd, dict(mode_order=(0, 1, 3)), ValueError, "mode_order"),
+    (hosvd, dict(mode_order=(0, 1)), ValueError, "mode_order"),
+    (hosvd, dict(mode_order=(0, 1.0, 2)), TypeError, "mode_order"),
+    (hosvd, dict(svd="qr"), ValueError, "svd"),
+    (tucker, dict(svd="lanczos"), ValueError, "svd"),
+    (tucker, dict(method="als"), ValueError, "method"),
+    (tucker, dict(init="svd"), ValueError, "init"),
+    (tucker, dict(init=3), TypeError, "init"),
+    (tucker, dict(max_iter=0), ValueError, "max_iter"),
+    (tucker, dict(tol=-1.0), ValueError, "tol"),
+    (tucker, dict(callback=3), TypeError, "callback"),
+    (tucker, dict(rng="seed"), TypeError, "rng"),
+])
+def test_bad_options(solver, kwargs, exc, word):
     X = np.random.default_rng(0).standard_normal((3, 4, 5))
-    with pytest.raises(ValueError, match="mode_order"):
-        hosvd(X, 2, mode_order=(0, 1, 3))
-    with pytest.raises(ValueError, match="mode_order"):
-        hosvd(X, 2, mode_order=(0, 1))
-    with pytest.raises(TypeError, match="mode_order"):
-        hosvd(X, 2, mode_order=(0, 1.0, 2))
-    with pytest.raises(ValueError, match="svd"):
-        tucker(X, 2, svd="lanczos")
-    with pytest.raises(ValueError, match="method"):
-        tucker(X, 2, method="als")
-    with pytest.raises(ValueError, match="init"):
-        tucker(X, 2, init="svd")
-    with pytest.raises(TypeError, match="init"):
-        tucker(X, 2, init=3)
-    with pytest.raises(ValueError, match="max_iter"):
-        tucker(X, 2, max_iter=0)
-    with pytest.raises(ValueError, match="tol"):
-        tucker(X, 2, tol=-1.0)
-    with pytest.raises(TypeError, match="callback"):
-        tucker(X, 2, callback=3)
-    with pytest.raises(TypeError, match="rng"):
-        tucker(X, 2, rng="seed")
-    Xn = X.copy()
-    Xn[0, 0, 0] = np.nan
+    with pytest.raises(exc, match=word):
+        solver(X, 2, **kwargs)
+
+
+def test_bad_tensors():
+    X = np.random.default_rng(0).standard_normal((3, 4, 5))
+    X[0, 0, 0] = np.nan
     with pytest.raises(ValueError, match="NaN"):
-        tucker(Xn, 2)
+        tucker(X, 2)
     with pytest.raises(ValueError, match="X"):
         hosvd(np.ones(4), 1)
     with pytest.raises(TypeError, match="X"):
-        tucker(X.astype(complex), 2)
+        tucker(np.ones((3, 4, 5), dtype=complex), 2)
 
 
 def test_bad_init_tucker_tensor():
