@@ -16,7 +16,7 @@ __all__ = ["ConvergenceHistory", "CPALSResult", "TuckerResult"]
 
 @dataclass(frozen=True)
 class CPALSResult:
-    """Result of `tensorfact.cp_als` and `tensorfact.spals`.
+    """Result of `tensorfact.cp_als`, `tensorfact.spals` and `tensorfact.nonnegative_cp`.
 
     Attributes
     ----------
