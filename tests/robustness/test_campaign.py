@@ -15,7 +15,8 @@ import json
 import os
 from contextlib import nullcontext
 
-import _targets_cli  # noqa: F401  (registers its families)
+import _targets_apr  # noqa: F401  (registers its families)
+import _targets_cli  # noqa: F401
 import _targets_cp  # noqa: F401
 import _targets_data  # noqa: F401
 import _targets_kron  # noqa: F401
