@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
 import warnings
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -29,6 +31,7 @@ __all__ = [
     "check_shape",
     "check_array_sequence",
     "check_factor_dtypes",
+    "check_path",
 ]
 
 
@@ -192,6 +195,32 @@ def check_finite(X: Any, xp: ModuleType, *, name: str = "X") -> None:
         raise ValueError(
             f"{name} contains NaN or Inf values; clean the data or pass check_finite=False"
         )
+
+
+def check_path(value: Any, name: str) -> Path:
+    """``value`` as a `pathlib.Path`: a ``str``, ``bytes`` or ``os.PathLike`` naming a file.
+
+    Nothing on disk is looked at (whether the path must exist is the caller's
+    business).
+
+    Raises
+    ------
+    ArgumentTypeError
+        ``value`` is not path-like (``None``, a number, a list).
+    ValueError
+        An empty path.
+    """
+    if not isinstance(value, (str, bytes, os.PathLike)):
+        raise ArgumentTypeError(f"{name} must be a path (str or os.PathLike), got "
+                                f"{describe(value)}")
+    try:
+        text = os.fsdecode(os.fspath(value))
+    except TypeError as exc:  # an os.PathLike whose __fspath__ returns no path
+        raise ArgumentTypeError(f"{name} must be a path (str or os.PathLike), got "
+                                f"{describe(value)}") from exc
+    if not text:
+        raise ValueError(f"{name} must be a non-empty path")
+    return Path(text)
 
 
 def check_positive_int(value: Any, name: str) -> int:

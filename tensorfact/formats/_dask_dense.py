@@ -607,10 +607,13 @@ def _concat_rows(pieces: list[Any]) -> Any:
 
 
 def _as_float(X: Any, xp: ModuleType, name: str) -> Any:
-    """``X`` with a real floating dtype (a lazy ``astype`` where needed)."""
+    """``X`` with a real floating dtype (a lazy ``astype`` where needed).
+
+    The chunks' type (``X._meta``) is checked as an array is: masked chunks
+    (whose masks would be ignored), complex and non-numeric dtypes are refused.
+    """
+    B.check_real_dtype(X._meta, xp, name=name)
     dt = X.dtype
-    if xp.isdtype(dt, "complex floating"):
-        raise TypeError(f"{name} has complex dtype {dt}; only real floating tensors are supported")
     if xp.isdtype(dt, "real floating"):
         return X if dt in (np.float32, np.float64) else X.astype(np.float32)
     if xp.isdtype(dt, "bool") or xp.isdtype(dt, "integral"):

@@ -6,12 +6,6 @@ run (``--runslow``) lists every failing case.
 """
 
 KNOWN: dict[str, str] = {
-    "planted_sparse_store/args": (
-        "datasets/_planted_store.py: store=3 or None reaches pathlib (TypeError in pathlib's "
-        "words, no argument name)"),
-    "DaskDenseTensor/args": "formats/_dask_dense.py: dask arrays of masked chunks accepted",
-    "DaskSparseTensor/store": (
-        "formats/dask_sparse: store=None or 3 reaches pathlib (TypeError in pathlib's words)"),
     "CompacterAdapter/args": (
         "nn/_phm.py CompacterAdapter: dim/bottleneck go through int(): [8], None or 1j give "
         "int()'s TypeError unnamed; 8.5, np.float64(4) and '8' accepted; dim=0 reported as "

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from ..._validation import check_path
 from . import _store as S
 
 __all__ = ["StoreWriter", "iter_chunks", "sort_into_partitions"]
@@ -191,7 +192,7 @@ class StoreWriter:
         self.dtype = np.dtype(dtype)
         if self.dtype not in (np.float32, np.float64):
             raise TypeError(f"dtype must be float32 or float64, got {self.dtype}")
-        self.root = Path(root)
+        self.root = check_path(root, "store")  # the public functions' name for it
         if self.root.exists() and (not self.root.is_dir() or any(self.root.iterdir())):
             raise ValueError(f"store {root} already exists and is not an empty directory; "
                              "choose a new path")

@@ -43,6 +43,8 @@ from typing import Any
 
 import numpy as np
 
+from ..._validation import check_path
+
 __all__ = [
     "FORMAT",
     "VERSION",
@@ -290,7 +292,7 @@ def read_meta(root: str | os.PathLike[str], *, check_sizes: bool = True) -> Stor
         Malformed ``meta.json`` (the message says what), an unknown format
         version, a partition file of the wrong size (named).
     """
-    rootp = Path(root).resolve()
+    rootp = check_path(root, "store").resolve()  # the public functions' name for it
     path = rootp / META
     if not path.is_file():
         raise FileNotFoundError(f"{root} is not a sparse tensor store: no {META}")
