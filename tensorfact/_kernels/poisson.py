@@ -188,7 +188,7 @@ def mu_step_xp(xp: ModuleType, rows: Any, vals: Any, Pi: Any, Bm: Any, epsilon: 
 # --------------------------------------------------------------------------- #
 # Poisson log-likelihood and inner product at the nonzeros
 # --------------------------------------------------------------------------- #
-def _fit_rows_py(rowptr, vals, Pi, Bm, epsilon):  # pragma: no cover - compiled
+def _fit_rows_py(rowptr, vals, Pi, Bm, epsilon, inv_scale):  # pragma: no cover - compiled
     R = Bm.shape[1]
     n_rows = rowptr.shape[0] - 1
     xlogm = 0.0
@@ -201,7 +201,7 @@ def _fit_rows_py(rowptr, vals, Pi, Bm, epsilon):  # pragma: no cover - compiled
             m = 0.0
             for r in range(R):
                 m += Bm[i, r] * Pi[u, r]
-            xm += x * m
+            xm += (x * inv_scale) * (m * inv_scale)
             if m < epsilon:
                 m = epsilon
             xlogm += x * np.log(m)
@@ -213,10 +213,11 @@ _fit_rows = (numba.njit(cache=True, nogil=True)(_fit_rows_py),
 
 
 def poisson_fit_numba(rowptr: np.ndarray, vals: np.ndarray, Pi: np.ndarray, Bm: np.ndarray,
-                      epsilon: float) -> tuple[float, float]:
-    """``(sum_k x_k log max(m_k, epsilon), sum_k x_k m_k)`` over the nonzeros.
+                      epsilon: float, inv_scale: float = 1.0) -> tuple[float, float]:
+    """``(sum_k x_k log max(m_k, epsilon), sum_k (s x_k) (s m_k))`` over the nonzeros.
 
-    ``m_k = b_i . pi_k`` is the model at nonzero ``k``. Entries with
+    ``m_k = b_i . pi_k`` is the model at nonzero ``k``, ``s = inv_scale``
+    (``1 / max x`` keeps the inner product finite for data near overflow). Entries with
     ``x_k = 0`` contribute nothing (``0 log 0 = 0``); the floor ``epsilon``
     (the one of the MU divisions) keeps the value finite where the model
     vanishes at a positive count.
@@ -224,12 +225,13 @@ def poisson_fit_numba(rowptr: np.ndarray, vals: np.ndarray, Pi: np.ndarray, Bm: 
     if vals.shape[0] == 0:
         return 0.0, 0.0
     Bc = np.ascontiguousarray(Bm, dtype=np.float64)
-    a, b = _fit_rows[_threaded(vals.shape[0])](rowptr, vals, Pi, Bc, float(epsilon))
+    a, b = _fit_rows[_threaded(vals.shape[0])](rowptr, vals, Pi, Bc, float(epsilon),
+                                               float(inv_scale))
     return float(a), float(b)
 
 
-def poisson_fit_xp(xp: ModuleType, rows: Any, vals: Any, Pi: Any, Bm: Any, epsilon: float
-                   ) -> tuple[float, float]:
+def poisson_fit_xp(xp: ModuleType, rows: Any, vals: Any, Pi: Any, Bm: Any, epsilon: float,
+                   inv_scale: float = 1.0) -> tuple[float, float]:
     """Pure array-API twin of `poisson_fit_numba` (nonzeros in any order)."""
     if int(vals.shape[0]) == 0:
         return 0.0, 0.0
@@ -238,4 +240,4 @@ def poisson_fit_xp(xp: ModuleType, rows: Any, vals: Any, Pi: Any, Bm: Any, epsil
     safe = xp.where(pos & (m >= epsilon), m, xp.where(pos, xp.full_like(m, epsilon),
                                                        xp.ones_like(m)))
     xlogm = xp.where(pos, vals * xp.log(safe), xp.zeros_like(m))
-    return B.to_float(xp.sum(xlogm)), B.to_float(xp.sum(vals * m))
+    return B.to_float(xp.sum(xlogm)), B.to_float(xp.sum((vals * inv_scale) * (m * inv_scale)))

@@ -309,7 +309,8 @@ class _Engine:
     def mu_step(self, n: int, Pi: Any, Bm: Any, epsilon: float) -> tuple[Any, Any, float]:
         raise NotImplementedError
 
-    def fit(self, n: int, Pi: Any, Bm: Any, epsilon: float) -> tuple[float, float]:
+    def fit(self, n: int, Pi: Any, Bm: Any, epsilon: float, inv_scale: float
+            ) -> tuple[float, float]:
         raise NotImplementedError
 
     def cast(self, A: Any) -> Any:
@@ -338,8 +339,10 @@ class _NumbaEngine(_Engine):
         return KP.mu_step_numba(self.layouts[n][0], self.vals[n], Pi, Bm, epsilon,
                                 self.bounds[n])
 
-    def fit(self, n: int, Pi: Any, Bm: Any, epsilon: float) -> tuple[float, float]:
-        return KP.poisson_fit_numba(self.layouts[n][0], self.vals[n], Pi, Bm, epsilon)
+    def fit(self, n: int, Pi: Any, Bm: Any, epsilon: float, inv_scale: float
+            ) -> tuple[float, float]:
+        return KP.poisson_fit_numba(self.layouts[n][0], self.vals[n], Pi, Bm, epsilon,
+                                    inv_scale)
 
     def cast(self, A: Any) -> Any:
         return np.array(A, dtype=np.float64)
@@ -362,8 +365,10 @@ class _XpEngine(_Engine):
     def mu_step(self, n: int, Pi: Any, Bm: Any, epsilon: float) -> tuple[Any, Any, float]:
         return KP.mu_step_xp(self.xp, self.coords[:, n], self.vals, Pi, Bm, epsilon)
 
-    def fit(self, n: int, Pi: Any, Bm: Any, epsilon: float) -> tuple[float, float]:
-        return KP.poisson_fit_xp(self.xp, self.coords[:, n], self.vals, Pi, Bm, epsilon)
+    def fit(self, n: int, Pi: Any, Bm: Any, epsilon: float, inv_scale: float
+            ) -> tuple[float, float]:
+        return KP.poisson_fit_xp(self.xp, self.coords[:, n], self.vals, Pi, Bm, epsilon,
+                                 inv_scale)
 
 
 # --------------------------------------------------------------------------- #
@@ -398,7 +403,10 @@ def _mu(data: SparseTensor, engine: _Engine, weights: Any, factors: list[Any], *
         epsilon: float, callback: Callback | None, verbose: bool) -> CPAPRResult:
     xp = engine.xp
     N = len(factors)
-    normX2 = data.norm_sq()
+    # the Frobenius error on X * 2^-e with 2^e ~ max(X): finite for data near over- or underflow
+    top = B.to_float(data.xp.max(data.values))
+    inv = math.ldexp(1.0, min(-math.frexp(top)[1], 1000))
+    normX2 = B.to_float(data.xp.sum((data.values * inv) ** 2))
     # unit 1-norm columns, the sizes in the weights (every mode's update keeps this form)
     lam = engine.cast(weights)
     A: list[Any] = []
@@ -432,7 +440,7 @@ def _mu(data: SparseTensor, engine: _Engine, weights: Any, factors: list[Any], *
                 A[n], lam = _unit_l1(xp, Bm)
             kkt = max(kkt_modes)
             # log-likelihood and <X, M> from the last mode's Pi (its factor still holds lam)
-            xlogm, xm = engine.fit(N - 1, Pi, Bm, epsilon)
+            xlogm, xm = engine.fit(N - 1, Pi, Bm, epsilon, inv)
             sizes = lam
             gram = None
             for n in range(N):
@@ -440,7 +448,8 @@ def _mu(data: SparseTensor, engine: _Engine, weights: Any, factors: list[Any], *
                 gram = G if gram is None else gram * G
                 sizes = sizes * _column_sums(xp, A[n])
             loglik = xlogm - B.to_float(xp.sum(sizes))
-            model_sq = B.to_float(xp.sum(lam[:, None] * gram * lam[None, :]))
+            lam_s = lam * inv
+            model_sq = B.to_float(xp.sum(lam_s[:, None] * gram * lam_s[None, :]))
             rel = math.sqrt(max(normX2 - 2.0 * xm + model_sq, 0.0) / normX2)
             if monitor.record(rel, partial(_model, data, xp, lam, list(A)), objective=loglik,
                               converged=converged):

@@ -274,3 +274,11 @@ def test_bad_tensors_and_init():
         cp_apr(X, 2, init=CPTensor(list(bad.factors), weights=-np.ones(2)))
     with pytest.raises(ValueError, match="init"):
         cp_apr(X, 3, init=bad)
+
+
+def test_counts_near_overflow_keep_finite_figures():
+    X, _ = _counts((5, 4, 3), 2, 200.0, 14)
+    ref = cp_apr(X, 2, rng=0, max_iter=5)
+    res = cp_apr(X * 2.0**900, 2, rng=0, max_iter=5)
+    assert res.rel_error == pytest.approx(ref.rel_error, rel=1e-9)
+    assert math.isfinite(res.log_likelihood)
