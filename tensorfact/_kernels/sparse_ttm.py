@@ -32,8 +32,7 @@ __all__ = ["ttm_rows_numba", "ttm_rows_xp"]
 _BLOCK = 1 << 21
 
 
-@numba.njit(parallel=True, cache=True, nogil=True)
-def _ttm_rows(rowptr, cols, vals, F, offsets, ranks, bounds, out):  # pragma: no cover
+def _ttm_rows_py(rowptr, cols, vals, F, offsets, ranks, bounds, out):  # pragma: no cover
     K = out.shape[1]
     C = cols.shape[1]
     for c in numba.prange(bounds.shape[0] - 1):
@@ -52,6 +51,14 @@ def _ttm_rows(rowptr, cols, vals, F, offsets, ranks, bounds, out):  # pragma: no
                     size *= r
                 for k in range(K):
                     out[i, k] += buf[k]
+
+
+#: threads over chunks of rows
+_ttm_rows = numba.njit(parallel=True, cache=True, nogil=True)(_ttm_rows_py)
+#: one thread, for small products (a parallel launch costs more than the work)
+_ttm_rows_serial = numba.njit(cache=True, nogil=True)(_ttm_rows_py)
+#: multiply-adds below which the serial kernel runs
+_SERIAL_WORK = 1 << 20
 
 
 def ttm_rows_numba(rowptr: np.ndarray, cols: np.ndarray, vals: np.ndarray,
@@ -93,7 +100,8 @@ def ttm_rows_numba(rowptr: np.ndarray, cols: np.ndarray, vals: np.ndarray,
         bounds = np.unique(np.searchsorted(rowptr, targets, side="left").clip(0, n_rows))
         bounds[0], bounds[-1] = 0, n_rows
         cols64 = np.ascontiguousarray(cols, dtype=np.int64)
-        _ttm_rows(rowptr, cols64, np.ascontiguousarray(vals, dtype=np.float64), F, offsets,
+        kernel = _ttm_rows_serial if vals.shape[0] * K < _SERIAL_WORK else _ttm_rows
+        kernel(rowptr, cols64, np.ascontiguousarray(vals, dtype=np.float64), F, offsets,
                   ranks, bounds.astype(np.int64), out)
     return out.astype(dtype, copy=False)
 

@@ -86,8 +86,13 @@ def test_sparse_matches_dense(modes, use_numba):
     np.testing.assert_allclose(out, ref, rtol=1e-12, atol=1e-12)
 
 
-def test_sparse_kernel_and_twin_agree():
+@pytest.mark.parametrize("serial_work", [1 << 40, 0])
+def test_sparse_kernel_and_twin_agree(serial_work, monkeypatch):
     import array_api_compat.numpy as xnp
+
+    from tensorfact._kernels import sparse_ttm
+
+    monkeypatch.setattr(sparse_ttm, "_SERIAL_WORK", serial_work)  # serial, then parallel
 
     g = np.random.default_rng(4)
     nnz, n_rows = 200, 7
