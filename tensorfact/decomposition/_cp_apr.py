@@ -15,8 +15,6 @@ from __future__ import annotations
 import logging
 import math
 import warnings
-from collections.abc import Callable
-from dataclasses import dataclass
 from functools import partial
 from types import ModuleType
 from typing import Any
@@ -27,7 +25,6 @@ from .. import _backend as B
 from .._kernels import poisson as KP
 from .._kernels.sparse import mode_sorted
 from .._validation import (
-    check_int,
     check_nonneg_float,
     check_positive_int,
     check_rank,
@@ -37,68 +34,13 @@ from .._validation import (
 from ..formats import as_format
 from ..formats.sparse import SparseTensor
 from ..tensors.cp import CPTensor
-from ._cp_als import check_init, initial_factors
+from ._cp_als import Callback, check_init, initial_factors
 from ._monitor import ConvergenceHistory, IterationMonitor, check_callback
+from ._results import CPAPRResult
 
-__all__ = ["CPAPRResult", "cp_apr", "count_tensor"]
+__all__ = ["cp_apr", "count_tensor"]
 
 logger = logging.getLogger("tensorfact.cp_apr")
-
-Callback = Callable[[int, CPTensor, float], Any]
-
-
-@dataclass(frozen=True)
-class CPAPRResult:
-    """Result of `tensorfact.cp_apr`.
-
-    Attributes
-    ----------
-    cp : CPTensor
-        The fitted non-negative model: factor columns of unit 1-norm, the
-        component sizes in ``cp.weights``, sorted by decreasing weight.
-    n_iter : int
-        Number of outer iterations run.
-    converged : bool
-        Whether every mode's subproblem met the KKT tolerance ``tol`` before
-        its first update in the last outer iteration.
-    log_likelihood : float
-        Final Poisson log-likelihood ``sum(x log m) - sum(m)`` (without the
-        ``-sum(log x!)`` term, which does not depend on the model).
-    kkt_violation : float
-        Largest KKT violation ``|min(A, 1 - Phi)|`` of the last outer
-        iteration (the stopping criterion).
-    rel_error : float
-        Final relative Frobenius error ``||X - M|| / ||X||`` (for reference;
-        CP-APR does not minimise it).
-    history : ConvergenceHistory
-        Per outer iteration: ``rel_error``, ``time`` and ``objective``
-        (the log-likelihood).
-    """
-
-    cp: CPTensor
-    n_iter: int
-    converged: bool
-    log_likelihood: float
-    kkt_violation: float
-    rel_error: float
-    history: ConvergenceHistory
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.cp, CPTensor):
-            raise TypeError(f"cp must be a CPTensor, got {type(self.cp).__name__}")
-        object.__setattr__(self, "n_iter", check_int(self.n_iter, "n_iter", low=0,
-                                                     what="a non-negative integer"))
-        if not isinstance(self.converged, (bool, np.bool_)):
-            raise TypeError(f"converged must be a bool, got {type(self.converged).__name__}")
-        object.__setattr__(self, "converged", bool(self.converged))
-        object.__setattr__(self, "log_likelihood",
-                           check_real(self.log_likelihood, "log_likelihood", allow_inf=True))
-        object.__setattr__(self, "kkt_violation",
-                           check_nonneg_float(self.kkt_violation, "kkt_violation"))
-        object.__setattr__(self, "rel_error", check_nonneg_float(self.rel_error, "rel_error"))
-        if not isinstance(self.history, ConvergenceHistory):
-            raise TypeError(f"history must be a ConvergenceHistory, got "
-                            f"{type(self.history).__name__}")
 
 
 def cp_apr(

@@ -6,12 +6,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .._validation import check_int, check_nonneg_float
+from .._validation import check_int, check_nonneg_float, check_real
 from ..tensors.cp import CPTensor
 from ..tensors.tucker import TuckerTensor
 from ._monitor import ConvergenceHistory
 
-__all__ = ["ConvergenceHistory", "CPALSResult", "TuckerResult"]
+__all__ = ["ConvergenceHistory", "CPALSResult", "CPAPRResult", "TuckerResult"]
 
 
 @dataclass(frozen=True)
@@ -75,7 +75,53 @@ class TuckerResult:
         _check_common(self)
 
 
-def _check_common(res: CPALSResult | TuckerResult) -> None:
+@dataclass(frozen=True)
+class CPAPRResult:
+    """Result of `tensorfact.cp_apr` (Poisson CP).
+
+    Attributes
+    ----------
+    cp : CPTensor
+        The fitted non-negative model: factor columns of unit 1-norm, the
+        component sizes in ``cp.weights``, sorted by decreasing weight.
+    n_iter : int
+        Number of outer iterations run.
+    converged : bool
+        Whether every mode's subproblem met the KKT tolerance ``tol`` before
+        its first update in the last outer iteration.
+    log_likelihood : float
+        Final Poisson log-likelihood ``sum(x log m) - sum(m)`` (without the
+        ``-sum(log x!)`` term, which does not depend on the model).
+    kkt_violation : float
+        Largest KKT violation ``|min(A, 1 - Phi)|`` of the last outer
+        iteration (the stopping criterion).
+    rel_error : float
+        Final relative Frobenius error ``||X - M|| / ||X||`` (for reference;
+        CP-APR does not minimise it).
+    history : ConvergenceHistory
+        Per outer iteration: ``rel_error``, ``time`` and ``objective``
+        (the log-likelihood).
+    """
+
+    cp: CPTensor
+    n_iter: int
+    converged: bool
+    log_likelihood: float
+    kkt_violation: float
+    rel_error: float
+    history: ConvergenceHistory
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.cp, CPTensor):
+            raise TypeError(f"cp must be a CPTensor, got {type(self.cp).__name__}")
+        _check_common(self)
+        object.__setattr__(self, "log_likelihood",
+                           check_real(self.log_likelihood, "log_likelihood", allow_inf=True))
+        object.__setattr__(self, "kkt_violation",
+                           check_nonneg_float(self.kkt_violation, "kkt_violation"))
+
+
+def _check_common(res: CPALSResult | TuckerResult | CPAPRResult) -> None:
     """The checks shared by the result classes (counts, flags, error, history)."""
     object.__setattr__(res, "n_iter", check_int(res.n_iter, "n_iter", low=0,
                                                 what="a non-negative integer"))
