@@ -21,6 +21,7 @@ import _targets_cp  # noqa: F401
 import _targets_data  # noqa: F401
 import _targets_kron  # noqa: F401
 import _targets_lstsq  # noqa: F401
+import _targets_masked  # noqa: F401
 import _targets_nn  # noqa: F401
 import _targets_nonneg  # noqa: F401
 import _targets_tenalg  # noqa: F401
