@@ -119,7 +119,7 @@ def hosvd(
     """
     data, R, gen = _prepare(X, ranks, svd, rng, check_finite)
     order = check_mode_order(mode_order, len(R))
-    data, scale, normX2 = scaled_data(data)
+    data, scale, normX2 = _scaled(data)
     if normX2 == 0.0:
         return _zero_result(data, R)
     core, factors = _sthosvd(data, R, order, svd, gen)
@@ -230,7 +230,7 @@ def tucker(
     tol = check_nonneg_float(tol, "tol")
     check_callback(callback)
     init = check_init(init, data, R)
-    data, scale, normX2 = scaled_data(data)
+    data, scale, normX2 = _scaled(data)
     if normX2 == 0.0:
         return _zero_result(data, R)
     xp = data.xp
@@ -252,6 +252,15 @@ def _prepare(X: Any, ranks: Any, svd: Any, rng: Any, check_finite: bool
     R = check_ranks(ranks, data.shape)
     check_choice(svd, "svd", ("exact", "randomized"))
     return data, R, B.check_rng(rng)
+
+
+def _scaled(data: TensorFormat) -> tuple[TensorFormat, float, float]:
+    """`scaled_data`, refusing non-finite data (passed with ``check_finite=False``)."""
+    data, scale, normX2 = scaled_data(data)
+    if not math.isfinite(normX2):
+        raise ValueError("X contains NaN or Inf values (check_finite=False was passed); clean "
+                         "the data")
+    return data, scale, normX2
 
 
 def _ttm_source(data: TensorFormat) -> Any:

@@ -26,6 +26,7 @@ import _targets_nn  # noqa: F401
 import _targets_nonneg  # noqa: F401
 import _targets_tenalg  # noqa: F401
 import _targets_tensors  # noqa: F401
+import _targets_tucker  # noqa: F401
 import pytest
 from _harness import GOOD, Outcome, count_table, format_table, run_case
 from _known import KNOWN
