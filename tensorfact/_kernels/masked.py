@@ -29,9 +29,9 @@ import numba
 import numpy as np
 
 from .. import _backend as B
-from .sparse import stack_factors
+from .sparse import _cp_values, cp_values_numba, stack_factors
 
-__all__ = ["cp_values_xp", "mode_layout", "row_solve_numba", "row_solve_xp"]
+__all__ = ["cp_values", "cp_values_xp", "mode_layout", "row_solve_numba", "row_solve_xp"]
 
 #: Elements of workspace the pure-xp twins may allocate per block.
 _BLOCK = 1 << 21
@@ -86,9 +86,8 @@ def _cholesky_solve(G, b, delta, floor, L, y, x):  # pragma: no cover - compiled
     return True
 
 
-@numba.njit(parallel=True, cache=True, nogil=True)
-def _row_solves(rowptr, others, vals, F, offsets, l2_reg, eps, out,
-                ridged):  # pragma: no cover - compiled
+def _row_solves_py(rowptr, others, vals, F, offsets, l2_reg, eps, out,
+                   ridged):  # pragma: no cover - compiled
     n_rows = rowptr.shape[0] - 1
     R = F.shape[1]
     M = others.shape[1]
@@ -136,6 +135,13 @@ def _row_solves(rowptr, others, vals, F, offsets, l2_reg, eps, out,
             out[i, r] = x[r]
 
 
+#: threads over the rows (large problems)
+_row_solves = numba.njit(parallel=True, cache=True, nogil=True)(_row_solves_py)
+#: one thread: below about a million multiply-adds waking threads costs more than it saves
+_row_solves_serial = numba.njit(cache=True, nogil=True)(_row_solves_py)
+_PARALLEL_MIN = 1 << 20
+
+
 def row_solve_numba(perm_layout: tuple[np.ndarray, np.ndarray, np.ndarray], values: np.ndarray,
                     factors: list[np.ndarray], mode: int, *, l2_reg: float = 0.0
                     ) -> tuple[np.ndarray, int]:
@@ -162,8 +168,9 @@ def row_solve_numba(perm_layout: tuple[np.ndarray, np.ndarray, np.ndarray], valu
     out = np.empty((n_rows, R), dtype=np.float64)
     ridged = np.empty(n_rows, dtype=np.int8)
     eps = float(np.finfo(dtype).eps)
-    _row_solves(rowptr, others, np.ascontiguousarray(values[perm]), F, offsets, float(l2_reg),
-                eps, out, ridged)
+    kernel = _row_solves if values.shape[0] * R * R >= _PARALLEL_MIN else _row_solves_serial
+    kernel(rowptr, others, np.ascontiguousarray(values[perm]), F, offsets, float(l2_reg), eps,
+           out, ridged)
     return out.astype(dtype, copy=False), int(ridged.sum())
 
 
@@ -225,6 +232,23 @@ def _batched_cholesky(xp: ModuleType, H: Any) -> Any:
     if not bool(xp.all(xp.isfinite(L))):  # torch and CuPy report failure with NaN
         return None
     return L
+
+
+#: `cp_values_numba`'s loop on one thread, for small problems
+_cp_values_serial = numba.njit(cache=True, nogil=True)(_cp_values.py_func)
+
+
+def cp_values(coords: np.ndarray, weights: np.ndarray, factors: list[np.ndarray]) -> np.ndarray:
+    """``cp_values_numba`` (float64), on one thread below about a million multiply-adds."""
+    N = len(factors)
+    R = int(factors[0].shape[1])
+    if coords.shape[0] * R * N >= _PARALLEL_MIN:
+        return cp_values_numba(coords, weights, factors)
+    F, offsets = stack_factors(factors, np.float64)
+    out = np.empty(coords.shape[0], dtype=np.float64)
+    _cp_values_serial(np.ascontiguousarray(coords, dtype=np.int64), F, offsets,
+                      np.ascontiguousarray(weights, dtype=np.float64), out)
+    return out
 
 
 def cp_values_xp(xp: ModuleType, coords: Any, weights: Any, factors: list[Any]) -> Any:

@@ -28,8 +28,8 @@ from typing import Any
 import numpy as np
 
 from .. import _backend as B
-from .._kernels.masked import cp_values_xp, mode_layout, row_solve_numba, row_solve_xp
-from .._kernels.sparse import cp_values_numba, mttkrp_numba, mttkrp_xp
+from .._kernels.masked import cp_values, cp_values_xp, mode_layout, row_solve_numba, row_solve_xp
+from .._kernels.sparse import mttkrp_numba, mttkrp_xp
 from .._validation import ArgumentTypeError, check_rank, check_tensor, describe
 from ..formats import SparseTensor, TensorFormat
 from ..tensors.cp import CPTensor
@@ -132,7 +132,8 @@ def observed_entries(X: Any, mask: Any, *, check_finite: bool = True) -> SparseT
     for s in shape:
         stride //= s
         cols.append((idx // stride) % s)
-    return SparseTensor(xp.stack(cols, axis=1), values, shape, check=False)
+    # increasing linear indices: already the canonical layout (sorted, unique), no re-sort
+    return SparseTensor._trusted(xp, xp.stack(cols, axis=1), values, shape)
 
 
 def _check_mask(mask: Any, X: Any, xp: ModuleType) -> Any:
@@ -191,7 +192,7 @@ class _Observed:
 
     def model_values(self, weights: Any, factors: list[Any]) -> Any:
         if self.numba:
-            return cp_values_numba(self.coords, weights, factors)
+            return cp_values(self.coords, weights, factors)
         return cp_values_xp(self.xp, self.coords, weights, factors)
 
     def residual(self, weights: Any, factors: list[Any]) -> tuple[Any, float]:
