@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -11,10 +12,12 @@ import torch
 from torch import Tensor, nn
 
 from .._backend import check_rng
+from .._validation import check_positive_int, describe
 from ..tensors import KroneckerTensor
 
 __all__ = [
-    "RNG", "StructuredLinear", "check_compression", "check_count", "dense_linear",
+    "RNG", "StructuredLinear", "check_compression", "check_count", "check_module",
+    "check_names", "check_tensor", "check_tensors", "dense_linear",
     "fill_normal_", "fill_uniform_", "host_float64", "host_normal", "host_uniform",
     "kron_dense", "set_submodule", "to_torch",
 ]
@@ -27,14 +30,50 @@ RNG = None | int | np.random.Generator
 # argument checks
 # --------------------------------------------------------------------------- #
 def check_count(value: Any, name: str) -> int:
-    """``value`` as an int >= 1: TypeError for a non-integer, ValueError for a bool or < 1."""
-    if isinstance(value, bool):
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    if not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be a positive integer, got {value!r}")
-    if int(value) < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
+    """``value`` as an int >= 1 (`tensorfact._validation.check_positive_int`).
+
+    A float, string, ``None``, complex or list raises ``TypeError``, a bool an
+    ``ArgumentTypeError`` (both a ``TypeError`` and a ``ValueError``), a
+    value below 1 ``ValueError``; every message names ``name``.
+    """
+    return check_positive_int(value, name)
+
+
+def check_module(value: Any, name: str = "model") -> nn.Module:
+    """``value`` if it is a `torch.nn.Module` (TypeError naming ``name`` otherwise)."""
+    if not isinstance(value, nn.Module):
+        raise TypeError(f"{name} must be a torch.nn.Module, got {describe(value)}")
+    return value
+
+
+def check_names(value: Any, name: str) -> tuple[str, ...]:
+    """``value`` as a tuple of strings (module names); TypeError naming ``name`` otherwise."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+        raise TypeError(f"{name} must be a sequence of strings, got {describe(value)}")
+    out = tuple(value)
+    for v in out:
+        if not isinstance(v, str):
+            raise TypeError(f"{name} must contain strings, got {describe(v)} in "
+                            f"{describe(value)}")
+    return out
+
+
+def check_tensors(value: Any, name: str) -> list[Tensor]:
+    """``value`` as a list of `torch.Tensor` (``name[i]`` named for a bad item)."""
+    if isinstance(value, (str, bytes, Tensor)) or not isinstance(value, Iterable):
+        raise TypeError(f"{name} must be a sequence of torch.Tensor, got {describe(value)}")
+    return [check_tensor(v, f"{name}[{i}]") for i, v in enumerate(value)]
+
+
+def check_tensor(value: Any, name: str) -> Tensor:
+    """``value`` if it is a `torch.Tensor` (TypeError naming ``name`` otherwise).
+
+    NumPy arrays are refused rather than converted (DESIGN.md: no silent
+    conversion between array libraries).
+    """
+    if not isinstance(value, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {describe(value)}")
+    return value
 
 
 def check_compression(value: Any, *, above: float = 0.0) -> float:

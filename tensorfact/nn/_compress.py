@@ -25,7 +25,8 @@ import torch
 from torch import nn
 
 from .._io import atomic_write
-from ._common import check_compression, check_count, set_submodule
+from .._validation import check_choice
+from ._common import check_compression, check_count, check_module, set_submodule
 from ._kronecker import KroneckerEmbedding, KroneckerLinear
 from ._planner import KroneckerFit, KroneckerPlan, fit_kronecker
 
@@ -209,9 +210,10 @@ def _selected(name: str, include: str | None, exclude: str | None) -> bool:
 
 
 def _check_common(method: str, compression: float, include: Any, exclude: Any,
-                  max_rel_error: Any, min_features: Any) -> tuple[float, float | None, int]:
-    if method not in _METHOD_TYPES:
-        raise ValueError(f"method must be one of {sorted(_METHOD_TYPES)}, got {method!r}")
+                  max_rel_error: Any, min_features: Any, max_candidates: Any
+                  ) -> tuple[float, float | None, int]:
+    check_choice(method, "method", tuple(sorted(_METHOD_TYPES)))
+    check_count(max_candidates, "max_candidates")
     c = check_compression(compression, above=1.0)
     for label, pat in (("include", include), ("exclude", exclude)):
         if pat is not None:
@@ -368,7 +370,7 @@ def compress(model: nn.Module, /, *, method: str = "kronecker", compression: flo
         Regular expressions searched (`re.search`) in module names:
         a module is compressed when it matches ``include`` (all do when
         omitted) and does not match ``exclude``.
-    max_candidates : int, default 4
+    max_candidates : int >= 1, default 4
         Factor shapes compared per linear or embedding layer (one SVD each;
         convolutions compare the default of ``from_conv``).
     max_rel_error : float or None, default 0.9
@@ -409,10 +411,9 @@ def compress(model: nn.Module, /, *, method: str = "kronecker", compression: flo
     >>> report.kept_dense[0].reason
     'too small to gain from compression (out_features = 2 < min_features = 4)'
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    check_module(model)
     c, limit, min_feat = _check_common(method, compression, include, exclude, max_rel_error,
-                                       min_features)
+                                       min_features, max_candidates)
     types = _METHOD_TYPES[method]
     new = copy.deepcopy(model)
     chosen = []
@@ -503,7 +504,7 @@ def compress_state_dict(tensors: Mapping[str, np.ndarray], /, *, compression: fl
     if method not in ("kronecker", "gkpd"):
         raise ValueError(f"method must be 'kronecker' or 'gkpd' for checkpoints, got {method!r}")
     c, limit, min_feat = _check_common(method, compression, include, exclude, max_rel_error,
-                                       min_features)
+                                       min_features, max_candidates)
     out: dict[str, np.ndarray] = {}
     rows, kept = [], []
     t0 = time.perf_counter()

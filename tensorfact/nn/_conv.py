@@ -46,8 +46,9 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from .._backend import check_rng
+from .._validation import check_int_sequence
 from ..tensors import SeKronTensor
-from ._common import RNG, fill_normal_, fill_uniform_
+from ._common import RNG, check_count, check_tensor, check_tensors, fill_normal_, fill_uniform_
 from ._planner import KroneckerPlan, check_ranks, check_shapes, fit_kronecker, level_max_ranks
 
 __all__ = ["GKPDConv2d", "KroneckerConvPlan", "SeKronConv2d", "kronecker_conv2d"]
@@ -199,18 +200,24 @@ def kronecker_conv2d(x: Tensor, factors: Sequence[Tensor], ranks: Sequence[int],
     -------
     torch.Tensor
         ``(N, out, H_out, W_out)`` (unbatched when ``x`` is).
+
+    Raises
+    ------
+    TypeError
+        ``x`` or a factor not a `torch.Tensor` (NumPy is refused), ``ranks`` not integers.
+    ValueError
+        Shapes that do not match each other or ``ranks``.
     """
-    S = len(factors)
-    rk = tuple(int(r) for r in ranks)
+    x, factors = check_tensor(x, "x"), check_tensors(factors, "factors")
+    S, rk = len(factors), check_int_sequence(ranks, "ranks")
     if S < 2 or len(rk) != S - 1:
         raise ValueError(f"need S >= 2 factors and S - 1 ranks, got {S} and {len(rk)}")
     shapes = []
     for s, Fs in enumerate(factors):
         k = min(s, S - 2) + 1
         if tuple(Fs.shape[:k]) != rk[:k] or Fs.ndim != k + 4:
-            raise ValueError(
-                f"factors[{s}] must have shape {rk[:k]} + (out, in, kh, kw), got {tuple(Fs.shape)}"
-            )
+            raise ValueError(f"factors[{s}] must have shape {rk[:k]} + (out, in, kh, kw) for "
+                             f"ranks={rk}, got {tuple(Fs.shape)}")
         shapes.append(tuple(int(d) for d in Fs.shape[k:]))
     O = [sh[0] for sh in shapes]
     I_ = [sh[1] for sh in shapes]
@@ -410,8 +417,10 @@ class _KroneckerConvBase(nn.Module):
         fit = fit_kronecker(W, product="conv", n_factors=n_factors, rank=rank,
                             compression=compression, shapes=shapes,
                             max_candidates=max_candidates)
+        rk = fit.plan.ranks  # one level (GKPD): its int, which SeKronConv2d takes too
         kw: dict[str, Any] = {
-            cls._rank_arg: fit.plan.ranks, "stride": conv.stride, "padding": conv.padding,
+            cls._rank_arg: rk[0] if len(rk) == 1 else rk, "stride": conv.stride,
+            "padding": conv.padding,
             "dilation": conv.dilation, "bias": conv.bias is not None,
             "padding_mode": conv.padding_mode}
         layer = cls(conv.in_channels, conv.out_channels, conv.kernel_size,  # type: ignore[call-arg]
@@ -490,9 +499,7 @@ class GKPDConv2d(_KroneckerConvBase):
                  padding_mode: str = "zeros", rng: RNG = None,
                  device: Any = None, dtype: Any = None) -> None:
         super().__init__()
-        ranks = check_ranks(rank, 1)
-        if ranks is None:
-            raise ValueError("rank must be a positive int or a sequence of ints, got None")
+        ranks = (check_count(rank, "rank"),)
         self._setup(in_channels, out_channels, kernel_size, shapes, ranks, stride, padding,
                     dilation, groups, bias, padding_mode, 2, device, dtype)
         self.kron_a, self.kron_b = self._empty_factors(device, dtype)

@@ -271,15 +271,13 @@ class KroneckerEmbedding(nn.Module):
                  b_rows: int | None = None, rank: int = 1, padding_idx: int | None = None,
                  rng: RNG = None, device: Any = None, dtype: Any = None) -> None:
         super().__init__()
-        num, dim = int(num_embeddings), int(embedding_dim)
-        if num < 1 or dim < 1:
-            raise ValueError(
-                f"num_embeddings and embedding_dim must be positive, got {num}, {dim}")
+        num = check_count(num_embeddings, "num_embeddings")
+        dim = check_count(embedding_dim, "embedding_dim")
         a = _check_a_shape(a_shape)
         if dim % a[1]:
             raise ValueError(f"a_shape[1] = {a[1]} must divide embedding_dim = {dim}")
         rank = check_count(rank, "rank")
-        p2 = -(-num // a[0]) if b_rows is None else int(b_rows)
+        p2 = -(-num // a[0]) if b_rows is None else check_count(b_rows, "b_rows")
         if a[0] * p2 < num:
             raise ValueError(f"a_shape[0] * b_rows = {a[0] * p2} < num_embeddings = {num}")
         self.num_embeddings, self.embedding_dim, self.rank = num, dim, rank

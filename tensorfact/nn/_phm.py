@@ -21,7 +21,16 @@ from torch import Tensor, nn
 
 from .._backend import check_rng
 from ..tenalg import kron_matmul
-from ._common import RNG, StructuredLinear, check_count, fill_normal_, kron_dense, set_submodule
+from ._common import (
+    RNG,
+    StructuredLinear,
+    check_count,
+    check_module,
+    check_names,
+    fill_normal_,
+    kron_dense,
+    set_submodule,
+)
 
 __all__ = ["CompacterAdapter", "PHMLinear", "PHMRules", "add_adapters"]
 
@@ -253,10 +262,11 @@ class CompacterAdapter(nn.Module):
                  init_identity: bool = True, rng: RNG = None, device: Any = None,
                  dtype: Any = None) -> None:
         super().__init__()
-        dim = int(dim)
+        dim = check_count(dim, "dim")
         if bottleneck is None:
             bottleneck = dim // check_count(reduction, "reduction")
-        bottleneck = int(bottleneck)
+        else:
+            bottleneck = check_count(bottleneck, "bottleneck")
         if bottleneck < 1:
             raise ValueError(f"bottleneck must be positive, got {bottleneck} (dim {dim})")
         if activation not in _ACTIVATIONS:
@@ -382,15 +392,14 @@ def add_adapters(model: nn.Module, /, *, targets: str | Sequence[str],
     >>> sorted(trainable)[:2]
     ['0.adapter.down.bias', '0.adapter.down.phm_s']
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    check_module(model)
     new = copy.deepcopy(model)
     names = [name for name, _ in new.named_modules() if name]
     if isinstance(targets, str):
         pattern = re.compile(targets)
         chosen = [name for name in names if pattern.fullmatch(name)]
     else:
-        wanted = list(targets)
+        wanted = list(check_names(targets, "targets"))
         missing = [t for t in wanted if t not in names]
         if missing:
             raise ValueError(f"targets {missing} are not modules of the model")

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from .._backend import check_rng
-from ._common import RNG, check_count, dense_linear, set_submodule
+from ._common import RNG, check_count, check_module, dense_linear, set_submodule
 
 __all__ = ["ROSALinear", "merge_rosa", "resample_rosa", "rosa"]
 
@@ -276,6 +276,8 @@ def rosa(model: nn.Module, /, rank: int, *, include: Selector = None, exclude: S
     ------
     ValueError
         No linear layer matched.
+    TypeError
+        ``model`` is not a `torch.nn.Module`.
 
     Examples
     --------
@@ -287,6 +289,7 @@ def rosa(model: nn.Module, /, rank: int, *, include: Selector = None, exclude: S
     >>> sum(p.numel() for p in adapted.parameters() if p.requires_grad)
     32
     """
+    check_module(model)
     rank = check_count(rank, "rank")
     inc = _as_matcher(include, "include")
     exc = _as_matcher(exclude, "exclude")
@@ -309,6 +312,7 @@ def rosa(model: nn.Module, /, rank: int, *, include: Selector = None, exclude: S
 
 def resample_rosa(model: nn.Module, /, *, rng: RNG = None) -> int:
     """Call `ROSALinear.resample` on every ROSA layer of ``model``; returns how many."""
+    check_module(model)
     gen = None if rng is None else check_rng(rng)
     n = 0
     for mod in model.modules():
@@ -320,6 +324,7 @@ def resample_rosa(model: nn.Module, /, *, rng: RNG = None) -> int:
 
 def merge_rosa(model: nn.Module, /, *, inplace: bool = False) -> nn.Module:
     """Replace every `ROSALinear` of ``model`` by its merged `torch.nn.Linear`."""
+    check_module(model)
     target = model if inplace else copy.deepcopy(model)
     for name, mod in list(target.named_modules()):
         if isinstance(mod, ROSALinear):
