@@ -40,7 +40,8 @@ class ConvergenceHistory:
         each iteration.
     objective : tuple of float or None
         The solver's own objective where it is not the relative error (the
-        triangularization loss of `tensorfact.joint_triangularize`),
+        triangularization loss of `tensorfact.joint_triangularize`, the
+        Poisson log-likelihood of `tensorfact.cp_apr`),
         same indexing as ``rel_error``; ``None`` otherwise.
     """
 

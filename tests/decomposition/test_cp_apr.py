@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import warnings
 
@@ -282,3 +283,11 @@ def test_counts_near_overflow_keep_finite_figures():
     res = cp_apr(X * 2.0**900, 2, rng=0, max_iter=5)
     assert res.rel_error == pytest.approx(ref.rel_error, rel=1e-9)
     assert math.isfinite(res.log_likelihood)
+
+
+def test_verbose_progress_bar_and_logging(capsys, caplog):
+    X, _ = _counts((5, 4, 3), 2, 100.0, 15)
+    with caplog.at_level(logging.INFO, logger="tensorfact.cp_apr"):
+        cp_apr(X, 2, rng=0, max_iter=3, verbose=True)
+    assert "cp_apr" in capsys.readouterr().err  # tqdm writes to stderr
+    assert any("cp_apr" in r.message for r in caplog.records)
