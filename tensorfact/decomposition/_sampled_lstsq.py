@@ -296,13 +296,45 @@ def solve_sampled(xp: ModuleType, factors: Sequence[Any], sample: KRPSample, row
 
     Returns ``(coef, weighted residual estimate)``.
     """
+    out_rows, coef, resid = solve_sampled_rows(xp, factors, sample, rows, method, grams=grams)
+    if out_rows is not None:
+        coef = expand_rows(xp, rows.n_columns, out_rows, coef)
+    return coef, resid
+
+
+def expand_rows(xp: ModuleType, n: int, index: Any, rows: Any) -> Any:
+    """The ``(n, R)`` matrix with ``rows`` at the (distinct) ``index`` and zeros elsewhere."""
+    if B.is_numpy(xp):
+        out = np.zeros((n, int(rows.shape[1])), dtype=rows.dtype)
+        out[index] = rows
+        return out
+    return B.scatter_add(xp, n, index, rows)
+
+
+def solve_sampled_rows(xp: ModuleType, factors: Sequence[Any], sample: KRPSample, rows: Any,
+                       method: str, *, grams: Sequence[Any] | None = None, K: Any = None
+                       ) -> tuple[Any | None, Any, float]:
+    """`solve_sampled` keeping only the solution rows that can be nonzero.
+
+    For ``SparseRows`` the solution is zero in every row whose index the
+    sampled entries never hold; returns ``(index, coef rows at index,
+    residual estimate)``, with work and memory proportional to the sampled
+    entries instead of the free mode's size. Dense rows give ``(None, coef,
+    residual estimate)``. ``K``: the sampled Khatri-Rao rows, when the caller
+    has gathered them (``factors`` then only gives dtype and device).
+    """
+    out_rows = None
+    if isinstance(rows, SparseRows):
+        out_rows, inverse = xp.unique_inverse(rows.col)
+        rows = SparseRows(rows.row, inverse, rows.val, max(int(out_rows.shape[0]), 1))
     like = factors[0]
     dt = like.dtype
     R = int(like.shape[1])
     idx = sample.indices
     if not B.is_numpy(xp):
         idx = B.from_numpy(xp, idx, like=like, dtype=None)
-    K = gather_krp_rows(xp, factors, idx)  # (n_rows, R)
+    if K is None:
+        K = gather_krp_rows(xp, factors, idx)  # (n_rows, R)
     w = B.from_numpy(xp, sample.weights, like=like, dtype=dt)
     if method == "gram":
         if grams is None:
@@ -343,7 +375,9 @@ def solve_sampled(xp: ModuleType, factors: Sequence[Any], sample: KRPSample, row
     yy = _weighted_sq_norm(xp, w, rows)
     cross = B.to_float(xp.sum(coef * MT))
     quad = B.to_float(xp.sum((xp.matrix_transpose(coef) @ coef) * KtWK))
-    return coef, max(yy - 2.0 * cross + quad, 0.0)
+    if out_rows is not None:
+        coef = coef[:int(out_rows.shape[0]), ...]  # no sampled entry: one padding row
+    return out_rows, coef, max(yy - 2.0 * cross + quad, 0.0)
 
 
 def _weighted_sq_norm(xp: ModuleType, w: Any, rows: Any) -> float:

@@ -34,7 +34,7 @@ from ._cp_als import (
 )
 from ._monitor import IterationMonitor, check_callback
 from ._results import CPALSResult
-from ._sampled_lstsq import solve_sampled
+from ._sampled_lstsq import expand_rows, solve_sampled_rows
 
 __all__ = ["spals", "spals_sample_count"]
 
@@ -249,6 +249,64 @@ def spals(
                         callback=callback, verbose=verbose)
 
 
+class _LoopFactors:
+    """The factors of the SPALS loop, a solved sparse-data factor kept as its nonzero rows.
+
+    Solved from the sampled fibers of sparse data, a factor is zero outside
+    the rows the sampled entries hold (a few thousand of millions, at scale):
+    it is kept as ``(index, rows)`` and expanded to a dense matrix only when
+    one is asked for, so that an iteration costs time in the samples, not in
+    the modes' sizes.
+    """
+
+    def __init__(self, xp: Any, dense: list[Any]) -> None:
+        self.xp = xp
+        self.n_rows = [int(A.shape[0]) for A in dense]
+        self._dense: list[Any | None] = list(dense)
+        self._rows: list[tuple[Any, Any] | None] = [None] * len(dense)
+
+    def set_dense(self, n: int, A: Any) -> None:
+        self._dense[n], self._rows[n] = A, None
+
+    def set_rows(self, n: int, index: Any, A_rows: Any) -> None:
+        self._dense[n], self._rows[n] = None, (index, A_rows)
+
+    def dense(self, n: int) -> Any:
+        A = self._dense[n]
+        if A is None:
+            index, A_rows = self._rows[n]  # type: ignore[misc]
+            A = self._dense[n] = expand_rows(self.xp, self.n_rows[n], index, A_rows)
+        return A
+
+    def all_dense(self) -> list[Any]:
+        return [self.dense(n) for n in range(len(self.n_rows))]
+
+    def take(self, n: int, idx: Any) -> Any:
+        """Rows ``idx`` of factor ``n``."""
+        xp = self.xp
+        rows = self._rows[n]
+        if rows is None:
+            return xp.take(self._dense[n], idx, axis=0)
+        index, A_rows = rows
+        if int(index.shape[0]) == 0:
+            return xp.zeros((int(idx.shape[0]), int(A_rows.shape[1])), dtype=A_rows.dtype,
+                            device=B.device(A_rows))
+        pos = xp.minimum(xp.searchsorted(index, idx), int(index.shape[0]) - 1)
+        hit = xp.astype(xp.take(index, pos) == idx, A_rows.dtype)
+        return xp.take(A_rows, pos, axis=0) * hit[:, None]
+
+    def krp_rows(self, modes: list[int], idx: Any) -> Any:
+        """Rows of the Khatri-Rao product of ``modes`` at sampled indices ``idx``."""
+        K = self.take(modes[0], idx[:, 0])
+        for c, m in enumerate(modes[1:], start=1):
+            K = K * self.take(m, idx[:, c])
+        return K
+
+
+def _model(xp: Any, factors: list[Any], weights: Any, scale: float) -> CPTensor:
+    return unscaled_model(xp, [f() if callable(f) else f for f in factors], weights, scale)
+
+
 def _sampled_als(data: TensorFormat, init_factors: list[Any], normX2: float, scale: float,
                  counts: list[int],
                  gen: np.random.Generator, *, method: str, sampler: str, tau: float | None,
@@ -258,9 +316,9 @@ def _sampled_als(data: TensorFormat, init_factors: list[Any], normX2: float, sca
     xp = data.xp
     N = len(data.shape)
     R = int(init_factors[0].shape[1])
-    factors = [unit_columns(xp, A)[0] for A in init_factors]
-    grams = [xp.matrix_transpose(A) @ A for A in factors]
-    rows_sampler = krp_sampler(sampler, factors, tau=tau)
+    F = _LoopFactors(xp, [unit_columns(xp, A)[0] for A in init_factors])
+    grams = [xp.matrix_transpose(A) @ A for A in F.all_dense()]
+    rows_sampler = krp_sampler(sampler, F.all_dense(), tau=tau)
     weights = xp.ones((R,), dtype=data.dtype, device=B.device(data.like))
     monitor = IterationMonitor("spals", max_iter=max_iter, tol=tol, callback=callback,
                                verbose=verbose, logger=logger,
@@ -272,22 +330,40 @@ def _sampled_als(data: TensorFormat, init_factors: list[Any], normX2: float, sca
                 others = [m for m in range(N) if m != n]
                 sample = rows_sampler.sample(others, counts[n], gen, tau)
                 rows = data.sampled_fibers(n, sample.indices)
-                coef, resid = solve_sampled(xp, [factors[m] for m in others], sample, rows,
-                                            method, grams=[grams[m] for m in others])
+                idx = sample.indices
+                if not B.is_numpy(xp):
+                    idx = B.from_numpy(xp, idx, like=data.like, dtype=None)
+                K = F.krp_rows(others, idx)
+                index, coef, resid = solve_sampled_rows(
+                    xp, [K], sample, rows, method, grams=[grams[m] for m in others], K=K)
                 A, lam = unit_columns(xp, coef)
-                # A column the sample did not see (all-zero) keeps its previous
-                # direction with weight 0, so the leverage scores stay informative
-                # and the iteration cannot collapse to the zero model.
-                factors[n] = xp.where((lam > 0)[None, :], A, factors[n])
-                grams[n] = xp.matrix_transpose(factors[n]) @ factors[n]
-                rows_sampler.update(n, factors[n], grams[n])
+                if not bool(xp.any(lam > 0)):
+                    # the sample saw no entry: the factor keeps its direction
+                    # (weight 0), Gram and scores unchanged
+                    weights = lam
+                    continue
+                if index is not None and bool(xp.all(lam > 0)):
+                    # sparse data: the solution is zero outside the rows the
+                    # sampled entries hold; Gram and scores from those rows only
+                    F.set_rows(n, index, A)
+                    grams[n] = xp.matrix_transpose(A) @ A
+                    rows_sampler.update_rows(n, F.n_rows[n], index, A, grams[n])
+                else:
+                    if index is not None:
+                        A = expand_rows(xp, F.n_rows[n], index, A)
+                    # A column the sample did not see (all-zero) keeps its previous
+                    # direction with weight 0, so the leverage scores stay informative
+                    # and the iteration cannot collapse to the zero model.
+                    F.set_dense(n, xp.where((lam > 0)[None, :], A, F.dense(n)))
+                    grams[n] = xp.matrix_transpose(F.dense(n)) @ F.dense(n)
+                    rows_sampler.update(n, F.dense(n), grams[n])
                 weights = lam
             if exact_fit_every is not None and (it % exact_fit_every == 0 or it == max_iter):
-                resid = data.residual_norm_sq(weights, factors)
+                resid = data.residual_norm_sq(weights, F.all_dense())
             rel = math.sqrt(max(resid, 0.0) / normX2)
             finite = bool(xp.all(xp.isfinite(weights)))
-            if monitor.record(rel, partial(unscaled_model, xp, factors, weights, scale),
-                              finite=finite):
+            now = [partial(F.dense, n) for n in range(N)]
+            if monitor.record(rel, partial(_model, xp, now, weights, scale), finite=finite):
                 break
-    return CPALSResult(unscaled_model(xp, factors, weights, scale), monitor.n_iter,
+    return CPALSResult(unscaled_model(xp, F.all_dense(), weights, scale), monitor.n_iter,
                        monitor.converged, monitor.rel_error, monitor.history)

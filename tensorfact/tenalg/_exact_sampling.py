@@ -99,6 +99,15 @@ class ExactKRPSampler:
         for m, A in enumerate(factors):
             self.update(m, A)
 
+    def update_rows(self, mode: int, n_rows: int, index: Any, A_rows: Any, gram: Any) -> None:
+        """`update` with a factor that is zero outside the rows ``index``.
+
+        See `ProductKRPSampler.update_rows`; the tree is built over all rows.
+        """
+        U = np.zeros((n_rows, int(A_rows.shape[1])))
+        U[B.to_numpy(index)] = B.to_numpy(A_rows)
+        self.update(mode, U)
+
     def update(self, mode: int, A: Any, gram: Any = None) -> None:
         """Replace factor ``mode`` (its Gram matrix and tree are rebuilt on the host)."""
         U = np.ascontiguousarray(B.to_numpy(A), dtype=np.float64)

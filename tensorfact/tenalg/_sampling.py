@@ -215,29 +215,43 @@ def _host_scores(scores: Any, k: int) -> list[np.ndarray]:
 class ProductKRPSampler:
     """The SPALS sampler: rows drawn from the product of the factors' leverage scores.
 
-    Keeps one host vector of leverage scores per factor; `update`
-    refreshes a factor's scores (from its Gram matrix when given and well
-    conditioned), `sample` draws rows of the Khatri-Rao product of any
+    Keeps one host law (`RowLaw`: probabilities and their CDF) per factor;
+    `update` refreshes a factor's law (from its Gram matrix when given and
+    well conditioned), `sample` draws rows of the Khatri-Rao product of any
     subset of the factors.
     """
 
     def __init__(self, factors: Sequence[Any]) -> None:
-        self._scores: list[np.ndarray] = [np.zeros(0)] * len(factors)
+        self._laws: list[RowLaw] = []
         for m, A in enumerate(factors):
+            self._laws.append(RowLaw(np.ones(1)))
             self.update(m, A)
 
     def update(self, mode: int, A: Any, gram: Any = None) -> None:
         """Replace factor ``mode`` (``gram = A^T A`` if the caller holds it)."""
+        self._laws[mode] = RowLaw(self._scores(A, gram))
+
+    def update_rows(self, mode: int, n_rows: int, index: Any, A_rows: Any, gram: Any) -> None:
+        """Replace factor ``mode`` by one that is zero outside the rows ``index``.
+
+        ``index``: sorted distinct row numbers of a factor of ``n_rows`` rows,
+        ``A_rows`` those rows, ``gram = A_rows^T A_rows``; the scores are
+        computed on those rows only.
+        """
+        self._laws[mode] = RowLaw(self._scores(A_rows, gram), B.to_numpy(index), n_rows)
+
+    @staticmethod
+    def _scores(A: Any, gram: Any) -> np.ndarray:
         xp = B.namespace(A)
         lev = leverage_from_gram(xp, A, gram) if gram is not None else None
         if lev is None:
-            lev = _leverage(xp, A, max(A.shape) * B.finfo_eps(xp, A.dtype))
-        self._scores[mode] = B.to_numpy(lev)
+            lev = _leverage(xp, A, max(max(A.shape), 1) * B.finfo_eps(xp, A.dtype))
+        return B.to_numpy(lev)
 
     def sample(self, modes: Sequence[int], n_samples: int, gen: np.random.Generator,
                tau: float | None = None) -> KRPSample:
         """Draw ``n_samples`` rows of the Khatri-Rao product of ``modes``."""
-        return draw_krp_sample([self._scores[m] for m in modes], n_samples, gen, tau)
+        return draw_krp_sample([self._laws[m] for m in modes], n_samples, gen, tau)
 
 
 def krp_sampler(sampler: str, factors: Sequence[Any], *, tau: float | None = None) -> Any:
@@ -261,21 +275,61 @@ def _check_threshold(tau: float | None) -> float | None:
                       what="a number in [0, 1] or None")
 
 
-def normalize_scores(scores: np.ndarray) -> np.ndarray:
-    """Probabilities from non-negative scores (uniform when they are all zero)."""
-    p = np.asarray(scores, dtype=np.float64)
-    p = np.where(p > 0, p, 0.0)
-    total = p.sum()
-    if not total > 0:
-        return np.full(p.shape, 1.0 / p.shape[0])
-    return p / total
+class RowLaw:
+    """A distribution over a factor's rows, with its CDF, for inverse-CDF draws.
+
+    ``RowLaw(scores)``: probabilities proportional to the non-negative
+    ``scores`` of every row. ``RowLaw(scores, support, n)``: the scores of
+    the sorted, distinct rows ``support`` of ``n`` rows, all other rows
+    having probability zero; draws and probabilities then cost time in the
+    support's size, and give the same rows as the dense law. All-zero scores
+    give the uniform law over all rows.
+    """
+
+    __slots__ = ("n", "support", "p", "cdf")
+
+    def __init__(self, scores: np.ndarray, support: np.ndarray | None = None,
+                 n: int | None = None) -> None:
+        p = np.where(np.asarray(scores, dtype=np.float64) > 0, scores, 0.0)
+        total = p.sum()
+        if support is None or not total > 0:
+            self.n = int(p.shape[0]) if support is None else int(n)  # type: ignore[arg-type]
+            self.support = None
+            p = p / total if total > 0 else np.full(self.n, 1.0 / self.n)
+        else:
+            self.n = int(n)  # type: ignore[arg-type]
+            self.support = np.asarray(support, dtype=np.int64)
+            p = p / total
+        self.p = p
+        self.cdf = np.cumsum(p)
+
+    def dense(self) -> np.ndarray:
+        """The probabilities of all ``n`` rows."""
+        if self.support is None:
+            return self.p
+        out = np.zeros(self.n)
+        out[self.support] = self.p
+        return out
+
+    def draw(self, u: np.ndarray) -> np.ndarray:
+        """Rows for uniform draws ``u`` in ``[0, 1)`` (inverse CDF)."""
+        pos = np.searchsorted(self.cdf, u * self.cdf[-1], side="right")
+        np.minimum(pos, self.cdf.shape[0] - 1, out=pos)
+        return pos if self.support is None else self.support[pos]
+
+    def prob(self, rows: np.ndarray) -> np.ndarray:
+        """Probabilities of ``rows``."""
+        if self.support is None:
+            return self.p[rows]
+        pos = np.minimum(np.searchsorted(self.support, rows), self.support.shape[0] - 1)
+        return np.where(self.support[pos] == rows, self.p[pos], 0.0)
 
 
-def draw_krp_sample(scores: Sequence[np.ndarray], n_samples: int, gen: np.random.Generator,
-                    tau: float | None = None) -> KRPSample:
-    """Draw a `KRPSample` from per-factor host scores (no validation)."""
-    probs = [normalize_scores(s) for s in scores]
-    dims = tuple(int(p.shape[0]) for p in probs)
+def draw_krp_sample(scores: Sequence[np.ndarray | RowLaw], n_samples: int,
+                    gen: np.random.Generator, tau: float | None = None) -> KRPSample:
+    """Draw a `KRPSample` from per-factor host scores or laws (no validation)."""
+    laws = [s if isinstance(s, RowLaw) else RowLaw(s) for s in scores]
+    dims = tuple(law.n for law in laws)
     k = len(dims)
     if math.prod(dims) >= _MAX_LINEAR:
         raise ValueError(
@@ -288,7 +342,7 @@ def draw_krp_sample(scores: Sequence[np.ndarray], n_samples: int, gen: np.random
 
     # deterministic (heavy) rows
     if tau is not None:
-        det_idx, det_p = _heavy_rows(probs, tau)
+        det_idx, det_p = _heavy_rows([law.dense() for law in laws], tau)
         det_lin = det_idx @ strides if det_idx.shape[0] else np.zeros(0, dtype=np.int64)
         order = np.argsort(det_lin)
         det_idx, det_p, det_lin = det_idx[order], det_p[order], det_lin[order]
@@ -301,11 +355,8 @@ def draw_krp_sample(scores: Sequence[np.ndarray], n_samples: int, gen: np.random
     # random draws, one mode at a time (inverse CDF)
     draws = np.empty((n_samples, k), dtype=np.int64)
     u = gen.random((n_samples, k))
-    for m, p in enumerate(probs):
-        cdf = np.cumsum(p)
-        idx = np.searchsorted(cdf, u[:, m] * cdf[-1], side="right")
-        np.minimum(idx, dims[m] - 1, out=idx)
-        draws[:, m] = idx
+    for m, law in enumerate(laws):
+        draws[:, m] = law.draw(u[:, m])
     lin = draws @ strides
     if det_lin.shape[0]:
         keep = ~np.isin(lin, det_lin, assume_unique=False)
@@ -314,8 +365,8 @@ def draw_krp_sample(scores: Sequence[np.ndarray], n_samples: int, gen: np.random
     uniq, counts = np.unique(lin, return_counts=True)
     rand_idx = _unravel(uniq, dims)
     rand_p = np.ones(uniq.shape[0])
-    for m, p in enumerate(probs):
-        rand_p *= p[rand_idx[:, m]]
+    for m, law in enumerate(laws):
+        rand_p *= law.prob(rand_idx[:, m])
     rest = 1.0 - p_det
     if n_drawn and rest > 0:
         rand_w = counts / (n_drawn * (rand_p / rest))
