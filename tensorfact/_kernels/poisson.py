@@ -3,15 +3,17 @@
 One mode's subproblem works on the nonzeros sorted by that mode's index (the
 layout of `tensorfact._kernels.sparse.mode_sorted`) and on ``Pi``, the rows of
 the Khatri-Rao product of the other modes' factors at the nonzeros, in that
-order. Each multiplicative-update (MU) step reads ``Pi`` once:
+order. A multiplicative-update (MU) step is, per row ``i`` of the mode:
 
     phi_i = sum_{k in row i} x_k / max(b_i . pi_k, epsilon) * pi_k
     kkt   = max_{i,r} |min(b_ir, 1 - phi_ir)|
     b_i  <- b_i * phi_i
 
-Every operation has a Numba kernel (NumPy arrays, ``parallel=True``) and a
-pure array-API twin (storage order, ``scatter_add``); the tests check both
-against a dense brute force.
+The rows are independent, so `mu_steps_numba` runs several steps of a row
+before the next row (its ``Pi`` rows stay in cache), recording each step's
+KKT violation. Every operation has a Numba kernel (NumPy arrays,
+``parallel=True``) and a pure array-API twin (storage order,
+``scatter_add``); the tests check both against a dense brute force.
 
 Each Numba kernel is compiled twice from one body: threaded, and serial for
 inputs below `PARALLEL_MIN_NNZ` nonzeros, where launching the threads
@@ -41,6 +43,7 @@ __all__ = [
     "krp_at_nonzeros_xp",
     "mu_step_numba",
     "mu_step_xp",
+    "mu_steps_numba",
     "poisson_fit_numba",
     "poisson_fit_xp",
     "row_chunks",
@@ -110,40 +113,56 @@ def row_chunks(rowptr: np.ndarray, n_chunks: int) -> np.ndarray:
     return np.maximum.accumulate(bounds)
 
 
-def _mu_rows_py(rowptr, vals, Pi, Bm, epsilon, bounds, B_new, Phi, kkt):  # pragma: no cover
+def _mu_rows_py(rowptr, vals, Pi, Bm, epsilon, bounds, n_phi, update_last, B_out, Phi,
+                kkt):  # pragma: no cover - compiled
     R = Bm.shape[1]
     for c in numba.prange(bounds.shape[0] - 1):
-        phi = np.empty(R, dtype=np.float64)
-        worst = 0.0
+        phi = np.zeros(R, dtype=np.float64)
+        b = np.empty(R, dtype=np.float64)
+        for j in range(n_phi):
+            kkt[c, j] = 0.0
         for i in range(bounds[c], bounds[c + 1]):
             for r in range(R):
-                phi[r] = 0.0
-            for u in range(rowptr[i], rowptr[i + 1]):
-                v = 0.0
+                b[r] = Bm[i, r]
+            for j in range(n_phi):  # the row's steps, its nonzeros hot in cache
                 for r in range(R):
-                    v += Bm[i, r] * Pi[u, r]
-                if v < epsilon:
-                    v = epsilon
-                w = vals[u] / v
+                    phi[r] = 0.0
+                for u in range(rowptr[i], rowptr[i + 1]):
+                    v = 0.0
+                    for r in range(R):
+                        v += b[r] * Pi[u, r]
+                    if v < epsilon:
+                        v = epsilon
+                    w = vals[u] / v
+                    for r in range(R):
+                        phi[r] += w * Pi[u, r]
+                worst = 0.0
                 for r in range(R):
-                    phi[r] += w * Pi[u, r]
+                    t = abs(min(b[r], 1.0 - phi[r]))
+                    if t > worst or t != t:
+                        worst = t
+                if worst > kkt[c, j] or worst != worst:
+                    kkt[c, j] = worst
+                if j < n_phi - 1 or update_last:
+                    for r in range(R):
+                        b[r] = b[r] * phi[r]
             for r in range(R):
-                b = Bm[i, r]
-                t = abs(min(b, 1.0 - phi[r]))
-                if t > worst or t != t:
-                    worst = t
                 Phi[i, r] = phi[r]
-                B_new[i, r] = b * phi[r]
-        kkt[c] = worst
+                B_out[i, r] = b[r]
 
 
 _mu_rows = (numba.njit(cache=True, nogil=True)(_mu_rows_py),
             numba.njit(parallel=True, cache=True, nogil=True)(_mu_rows_py))
 
 
-def mu_step_numba(rowptr: np.ndarray, vals: np.ndarray, Pi: np.ndarray, Bm: np.ndarray,
-                  epsilon: float, bounds: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
-    """One MU step of a mode's subproblem: ``(B * Phi, Phi, kkt violation)``.
+def mu_steps_numba(rowptr: np.ndarray, vals: np.ndarray, Pi: np.ndarray, Bm: np.ndarray,
+                   epsilon: float, bounds: np.ndarray, n_phi: int = 1, update_last: bool = True
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``n_phi`` MU steps of a mode's subproblem, fused row by row.
+
+    Row ``i`` runs all its steps before the next row, so its nonzeros and
+    ``Pi`` rows are read from cache after the first step; the rows' values are
+    those of ``n_phi`` separate `mu_step_numba` calls, to the bit.
 
     Parameters
     ----------
@@ -158,16 +177,40 @@ def mu_step_numba(rowptr: np.ndarray, vals: np.ndarray, Pi: np.ndarray, Bm: np.n
         Lower bound of the model value in the division.
     bounds : (n_chunks + 1,) int64
         Row chunks from `row_chunks`.
+    n_phi : int
+        Number of ``Phi`` computations.
+    update_last : bool
+        Whether the last ``Phi`` is applied too (``n_phi`` updates) or only
+        computed (``n_phi - 1`` updates).
+
+    Returns
+    -------
+    B : (I, R)
+        The factor after the updates.
+    Phi : (I, R)
+        The last ``Phi`` computed.
+    kkt : (n_phi,)
+        The KKT violation ``max |min(B_j, 1 - Phi_j)|`` of every step ``j``.
     """
     R = Bm.shape[1]
     n_rows = Bm.shape[0]
-    B_new = np.empty((n_rows, R), dtype=np.float64)
+    B_out = np.empty((n_rows, R), dtype=np.float64)
     Phi = np.empty((n_rows, R), dtype=np.float64)
-    kkt = np.zeros(bounds.shape[0] - 1, dtype=np.float64)
+    kkt = np.zeros((bounds.shape[0] - 1, n_phi), dtype=np.float64)
     Bc = np.ascontiguousarray(Bm, dtype=np.float64)
-    _mu_rows[_threaded(vals.shape[0])](rowptr, vals, Pi, Bc, float(epsilon), bounds, B_new, Phi,
-                                       kkt)
-    return B_new, Phi, float(np.max(kkt)) if kkt.shape[0] else 0.0
+    _mu_rows[_threaded(vals.shape[0])](rowptr, vals, Pi, Bc, float(epsilon), bounds, int(n_phi),
+                                       bool(update_last), B_out, Phi, kkt)
+    return B_out, Phi, kkt.max(axis=0) if kkt.shape[0] else np.zeros(n_phi)
+
+
+def mu_step_numba(rowptr: np.ndarray, vals: np.ndarray, Pi: np.ndarray, Bm: np.ndarray,
+                  epsilon: float, bounds: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    """One MU step of a mode's subproblem: ``(B * Phi, Phi, kkt violation)``.
+
+    See `mu_steps_numba` (one step, applied).
+    """
+    B_new, Phi, kkt = mu_steps_numba(rowptr, vals, Pi, Bm, epsilon, bounds)
+    return B_new, Phi, float(kkt[0])
 
 
 def mu_step_xp(xp: ModuleType, rows: Any, vals: Any, Pi: Any, Bm: Any, epsilon: float

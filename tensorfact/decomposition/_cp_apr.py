@@ -255,6 +255,22 @@ class _Engine:
             ) -> tuple[float, float]:
         raise NotImplementedError
 
+    def inner(self, n: int, Pi: Any, Bm: Any, epsilon: float, max_steps: int, tol: float
+              ) -> tuple[Any, Any, float, bool]:
+        """Up to ``max_steps`` MU steps, stopping when the KKT violation is below ``tol``.
+
+        Returns the factor, the last ``Phi``, the last KKT violation and
+        whether any update was made.
+        """
+        updated = False
+        for _ in range(max_steps):
+            B_new, Phi, kkt = self.mu_step(n, Pi, Bm, epsilon)
+            if kkt < tol:
+                break
+            updated = True
+            Bm = B_new
+        return Bm, Phi, kkt, updated
+
     def cast(self, A: Any) -> Any:
         return A
 
@@ -280,6 +296,31 @@ class _NumbaEngine(_Engine):
     def mu_step(self, n: int, Pi: Any, Bm: Any, epsilon: float) -> tuple[Any, Any, float]:
         return KP.mu_step_numba(self.layouts[n][0], self.vals[n], Pi, Bm, epsilon,
                                 self.bounds[n])
+
+    def inner(self, n: int, Pi: Any, Bm: Any, epsilon: float, max_steps: int, tol: float
+              ) -> tuple[Any, Any, float, bool]:
+        """`_Engine.inner` with the steps after the first fused row by row.
+
+        The first step alone settles the common early exit (a converged mode).
+        Steps 2 to ``max_steps`` then run in one kernel call that records each
+        step's KKT violation; when one of them is below ``tol``, the rows are
+        re-run up to that step (same values to the bit), so the iterates are
+        those of the step-by-step loop.
+        """
+        rowptr, vals, bounds = self.layouts[n][0], self.vals[n], self.bounds[n]
+        B1, Phi, kkt = KP.mu_step_numba(rowptr, vals, Pi, Bm, epsilon, bounds)
+        if kkt < tol:
+            return Bm, Phi, kkt, False
+        if max_steps == 1:
+            return B1, Phi, kkt, True
+        B_out, Phi, hist = KP.mu_steps_numba(rowptr, vals, Pi, B1, epsilon, bounds,
+                                             max_steps - 1, True)
+        below = np.flatnonzero(hist < tol)
+        if below.size == 0:
+            return B_out, Phi, float(hist[-1]), True
+        j = int(below[0])  # stop at step j + 2: j more updates, then its Phi
+        B_out, Phi, _ = KP.mu_steps_numba(rowptr, vals, Pi, B1, epsilon, bounds, j + 1, False)
+        return B_out, Phi, float(hist[j]), True
 
     def fit(self, n: int, Pi: Any, Bm: Any, epsilon: float, inv_scale: float
             ) -> tuple[float, float]:
@@ -373,12 +414,9 @@ def _mu(data: SparseTensor, engine: _Engine, weights: Any, factors: list[Any], *
                         A[n] = xp.where(V, A[n] + kappa, A[n])
                 Bm = A[n] * lam[None, :]  # the weights shifted into mode n
                 Pi = engine.krp(A, n)
-                for _ in range(max_inner_iter):
-                    B_new, Phi[n], kkt_modes[n] = engine.mu_step(n, Pi, Bm, epsilon)
-                    if kkt_modes[n] < tol:
-                        break
-                    converged = False
-                    Bm = B_new
+                Bm, Phi[n], kkt_modes[n], updated = engine.inner(n, Pi, Bm, epsilon,
+                                                                 max_inner_iter, tol)
+                converged = converged and not updated
                 A[n], lam = _unit_l1(xp, Bm)
             kkt = max(kkt_modes)
             # log-likelihood and <X, M> from the last mode's Pi (its factor still holds lam)

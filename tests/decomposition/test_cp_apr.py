@@ -291,3 +291,53 @@ def test_verbose_progress_bar_and_logging(capsys, caplog):
         cp_apr(X, 2, rng=0, max_iter=3, verbose=True)
     assert "cp_apr" in capsys.readouterr().err  # tqdm writes to stderr
     assert any("cp_apr" in r.message for r in caplog.records)
+
+
+def test_fused_inner_steps_equal_the_step_by_step_loop(monkeypatch):
+    from tensorfact.decomposition import _cp_apr as mod
+
+    class StepByStep(mod._NumbaEngine):
+        inner = mod._Engine.inner  # one mu_step call per step
+
+    X, _ = _counts((9, 8, 7), 3, 3e3, 16, sparsify=0.4)
+    S = SparseTensor.from_dense(X)
+    init = _random_init(X.shape, 3, 6)
+    reruns = []
+    steps = KP.mu_steps_numba
+
+    def spy(*args, **kw):
+        if len(args) > 7 and not args[7]:
+            reruns.append(args[6])
+        return steps(*args, **kw)
+
+    monkeypatch.setattr(KP, "mu_steps_numba", spy)
+    kw = dict(max_iter=300, max_inner_iter=10, tol=1e-3, kappa=0.01, kappa_tol=1e-10,
+              epsilon=1e-10, callback=None, verbose=False)
+    fused = mod._mu(S, mod._NumbaEngine(S), init.weights, list(init.factors), **kw)
+    plain = mod._mu(S, StepByStep(S), init.weights, list(init.factors), **kw)
+    assert reruns  # some mode stopped between its second and last step
+    assert fused.history.objective == plain.history.objective
+    assert fused.n_iter == plain.n_iter and fused.converged == plain.converged
+    assert fused.kkt_violation == plain.kkt_violation
+
+
+@pytest.mark.parametrize("threaded", [False, True])
+@pytest.mark.parametrize("update_last", [False, True])
+def test_fused_steps_kernel_matches_single_steps(threaded, update_last, monkeypatch):
+    if threaded:
+        monkeypatch.setattr(KP, "PARALLEL_MIN_NNZ", 0)
+    X, S, facs, mode = _kernel_case(40)
+    rowptr, others, vals = mode_sorted(np.asarray(S.coords), np.asarray(S.values), mode,
+                                       X.shape[mode])
+    Pi = KP.krp_at_nonzeros_numba(others, [A for m, A in enumerate(facs) if m != mode])
+    bounds = KP.row_chunks(rowptr, 4)
+    Bm, kkts = facs[mode], []
+    for j in range(3):
+        B_new, Phi, kkt = KP.mu_step_numba(rowptr, vals, Pi, Bm, 1e-10, bounds)
+        kkts.append(kkt)
+        if j < 2 or update_last:
+            Bm = B_new
+    B3, Phi3, hist = KP.mu_steps_numba(rowptr, vals, Pi, facs[mode], 1e-10, bounds, 3,
+                                       update_last)
+    assert np.array_equal(B3, Bm) and np.array_equal(Phi3, Phi)
+    assert hist.tolist() == kkts
