@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -44,23 +46,43 @@ class CPALSResult:
         _check_common(self)
 
 
+def _model_checked(name: str, model_type: type) -> Callable[[type], type]:
+    """Class decorator: a ``__post_init__`` checking the model's type, then `_check_common`."""
+
+    def deco(cls: type) -> type:
+        def __post_init__(self: Any) -> None:
+            model = getattr(self, name)
+            if not isinstance(model, model_type):
+                raise TypeError(f"{name} must be a {model_type.__name__}, got "
+                                f"{type(model).__name__}")
+            _check_common(self)
+
+        cls.__post_init__ = __post_init__  # type: ignore[attr-defined]
+        return cls
+
+    return deco
+
+
 @dataclass(frozen=True)
+@_model_checked("tucker", TuckerTensor)
 class TuckerResult:
-    """Result of `tensorfact.tucker` and `tensorfact.hosvd`.
+    """Result of `tensorfact.tucker` (HOOI) and `tensorfact.hosvd`.
 
     Attributes
     ----------
     tucker : TuckerTensor
-        The fitted decomposition (orthonormal factor columns).
+        The fitted decomposition, with orthonormal factor columns (for data
+        of subnormal magnitude, orthogonal columns whose norm is a power of
+        two that keeps the core's entries normal).
     n_iter : int
-        Number of HOOI sweeps run (0 for `tensorfact.hosvd`).
+        HOOI sweeps run; 0 for the direct `tensorfact.hosvd`.
     converged : bool
-        Whether the stopping tolerance was met before ``max_iter`` (always
-        ``True`` for the direct `tensorfact.hosvd`).
+        The error changed by less than ``tol`` before ``max_iter`` sweeps
+        (always ``True`` for `tensorfact.hosvd`).
     rel_error : float
-        Final relative reconstruction error ``||X - T|| / ||X||``.
+        ``||X - T|| / ||X||`` of the returned model.
     history : ConvergenceHistory
-        Relative error and elapsed time of every sweep (empty for `tensorfact.hosvd`).
+        Error and elapsed time after each sweep (empty for `tensorfact.hosvd`).
     """
 
     tucker: TuckerTensor
@@ -68,11 +90,6 @@ class TuckerResult:
     converged: bool
     rel_error: float
     history: ConvergenceHistory
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.tucker, TuckerTensor):
-            raise TypeError(f"tucker must be a TuckerTensor, got {type(self.tucker).__name__}")
-        _check_common(self)
 
 
 @dataclass(frozen=True)

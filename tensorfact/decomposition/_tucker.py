@@ -16,17 +16,10 @@ from .._validation import check_choice, check_nonneg_float, check_positive_int
 from ..formats import DenseTensor, TensorFormat, as_format
 from ..tenalg._ttm import TuckerTree, mode_dot
 from ..tensors.tucker import TuckerTensor
+from . import _tucker_ops as ops
 from ._cp_als import scaled_data
 from ._monitor import ConvergenceHistory, IterationMonitor, check_callback
 from ._results import TuckerResult
-from ._tucker_ops import (
-    check_init,
-    check_mode_order,
-    check_ranks,
-    dense_residual_sq,
-    leading_left,
-    random_orthonormal,
-)
 
 __all__ = ["hosvd", "tucker"]
 
@@ -118,7 +111,7 @@ def hosvd(
     ((2, 3, 2), True)
     """
     data, R, gen = _prepare(X, ranks, svd, rng, check_finite)
-    order = check_mode_order(mode_order, len(R))
+    order = ops.check_mode_order(mode_order, len(R))
     data, scale, normX2 = _scaled(data)
     if normX2 == 0.0:
         return _zero_result(data, R)
@@ -229,7 +222,7 @@ def tucker(
     max_iter = check_positive_int(max_iter, "max_iter")
     tol = check_nonneg_float(tol, "tol")
     check_callback(callback)
-    init = check_init(init, data, R)
+    init = ops.check_init(init, data, R)
     data, scale, normX2 = _scaled(data)
     if normX2 == 0.0:
         return _zero_result(data, R)
@@ -237,7 +230,7 @@ def tucker(
     if isinstance(init, TuckerTensor):
         factors = list(init.factors)
     elif init == "random":
-        factors = [random_orthonormal(xp, s, r, gen, dtype=data.dtype, like=data.like)
+        factors = [ops.random_orthonormal(xp, s, r, gen, dtype=data.dtype, like=data.like)
                    for s, r in zip(data.shape, R)]
     else:
         factors = _sthosvd(data, R, tuple(range(len(R))), svd, gen)[1]
@@ -249,7 +242,7 @@ def _prepare(X: Any, ranks: Any, svd: Any, rng: Any, check_finite: bool
              ) -> tuple[TensorFormat, tuple[int, ...], np.random.Generator]:
     data = as_format(X, check_finite=check_finite)
     _ttm_source(data)
-    R = check_ranks(ranks, data.shape)
+    R = ops.check_ranks(ranks, data.shape)
     check_choice(svd, "svd", ("exact", "randomized"))
     return data, R, B.check_rng(rng)
 
@@ -287,7 +280,7 @@ def _sthosvd(data: TensorFormat, R: tuple[int, ...], order: tuple[int, ...], svd
         return core, factors
     Y = src
     for n in order:
-        factors[n] = leading_left(xp, Y, n, R[n], svd, gen)
+        factors[n] = ops.leading_left(xp, Y, n, R[n], svd, gen)
         Y = mode_dot(xp, Y, xp.matrix_transpose(factors[n]), n)
     return Y, factors
 
@@ -299,13 +292,27 @@ def _rel_error(data: TensorFormat, core: Any, factors: list[Any], normX2: float)
     resid = normX2 - B.to_float(xp.vecdot(flat, flat))
     eps = B.finfo_eps(xp, data.dtype)
     if resid < 100.0 * eps * normX2 and isinstance(data, DenseTensor):
-        resid = dense_residual_sq(xp, data.X, core, factors)
+        resid = ops.dense_residual_sq(xp, data.X, core, factors)
     return math.sqrt(max(resid, 0.0) / normX2)
 
 
 def _model(core: Any, factors: list[Any], scale: float) -> TuckerTensor:
-    """The decomposition in the data's units from a solve on ``scale * X``."""
-    return TuckerTensor(core if scale == 1.0 else core / scale, list(factors))
+    """The decomposition in the data's units from a solve on ``scale * X``.
+
+    Usually the core divided by ``scale`` with the orthonormal factors. When
+    that core would hold subnormal entries (data of subnormal magnitude,
+    ``scale`` up to ``2^1000``), the power of two is shared out exactly
+    between the core and the factors instead (orthogonal columns of norm
+    ``2^-q``), so that no entry loses precision.
+    """
+    if scale == 1.0:
+        return TuckerTensor(core, list(factors))
+    split = ops.subnormal_split(core, scale, len(factors) + 1)
+    if split is None:
+        return TuckerTensor(core / scale, list(factors))
+    q, r = split
+    return TuckerTensor(core * math.ldexp(1.0, -(q + r)),
+                        [A * math.ldexp(1.0, -q) for A in factors])
 
 
 def _zero_result(data: TensorFormat, R: tuple[int, ...]) -> TuckerResult:
@@ -331,7 +338,7 @@ def _hooi(data: TensorFormat, R: tuple[int, ...], factors: list[Any], normX2: fl
         for _ in monitor.iterations():
             for n in range(N):
                 Y = tree.other_modes(factors, n)
-                factors[n] = leading_left(xp, Y, n, R[n], svd, gen)
+                factors[n] = ops.leading_left(xp, Y, n, R[n], svd, gen)
             core = mode_dot(xp, Y, xp.matrix_transpose(factors[N - 1]), N - 1)
             rel = _rel_error(data, core, factors, normX2)
             if monitor.record(rel, partial(_model, core, list(factors), scale)):

@@ -52,6 +52,11 @@ class FactorPair(Frozen):
         """Number of modes."""
         return len(self._factors)
 
+    @property
+    def dtype(self) -> Any:
+        """Floating dtype of the arrays (one for all, checked on construction)."""
+        return self._factors[0].dtype
+
     def __iter__(self) -> Iterator[Any]:
         yield self._head()
         yield list(self._factors)

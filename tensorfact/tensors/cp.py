@@ -118,11 +118,6 @@ class CPTensor(FactorPair):
         return int(self._factors[0].shape[1])
 
     @property
-    def dtype(self) -> Any:
-        """Floating dtype of the factors."""
-        return self._factors[0].dtype
-
-    @property
     def n_params(self) -> int:
         """Number of stored parameters (weights and factor entries)."""
         return self.rank * (1 + sum(self.shape))

@@ -86,19 +86,14 @@ class TuckerTensor(FactorPair):
         return self._core
 
     @property
-    def ranks(self) -> tuple[int, ...]:
-        """Multilinear ranks (the core's shape)."""
-        return tuple(int(A.shape[1]) for A in self._factors)
-
-    @property
-    def dtype(self) -> Any:
-        """Floating dtype of the core and factors."""
-        return self._core.dtype
-
-    @property
     def n_params(self) -> int:
         """Number of stored parameters (core and factor entries)."""
         return math.prod(self.ranks) + sum(s * r for s, r in zip(self.shape, self.ranks))
+
+    @property
+    def ranks(self) -> tuple[int, ...]:
+        """Multilinear ranks (the core's shape)."""
+        return tuple(int(A.shape[1]) for A in self._factors)
 
     def _head(self) -> Any:
         return self._core

@@ -362,3 +362,18 @@ def test_bad_init_tucker_tensor():
 def test_public_names():
     assert tf.tucker is tucker and tf.hosvd is hosvd
     assert tf.decomposition.TuckerResult is TuckerResult
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+def test_subnormal_data_keeps_the_model_precise(sparse):
+    X, _ = planted_tucker((6, 7, 8), (2, 3, 2), noise=0.1, seed=21)
+    tiny = np.ldexp(X, -1070)  # subnormal: a few significant bits per entry
+    data = SparseTensor.from_dense(tiny) if sparse else tiny
+    res = tucker(data, (2, 3, 2), max_iter=5, tol=0)
+    # the model times 2^1070, computed exactly (powers of two moved between the arrays)
+    exps = [math.frexp(float(np.linalg.norm(np.asarray(A)[:, 0])))[1] for A in res.tucker.factors]
+    facs = [np.ldexp(np.asarray(A), -e) for A, e in zip(res.tucker.factors, exps)]
+    core = np.ldexp(np.asarray(res.tucker.core), 1070 + sum(exps))
+    data_up = np.ldexp(tiny, 1070)
+    err = np.linalg.norm(data_up - TuckerTensor(core, facs).to_dense()) / np.linalg.norm(data_up)
+    assert res.rel_error == pytest.approx(err, rel=1e-10)

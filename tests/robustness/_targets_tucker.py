@@ -5,25 +5,11 @@ from __future__ import annotations
 import math
 from functools import partial
 
+import _strategies as strat
 import numpy as np
 from _harness import Case, require
 from _registry import check_array, host, register, tol_for
-from _strategies import (
-    Variant,
-    algebra_variants,
-    bool_variants,
-    callback_variants,
-    choice_variants,
-    dense_variants,
-    float_variants,
-    int_variants,
-    normal,
-    one_of_variants,
-    rng_variants,
-    seeds,
-    small_shapes,
-    torch_variant,
-)
+from _strategies import Variant
 from hypothesis import strategies as st
 
 import tensorfact as tf
@@ -35,7 +21,7 @@ SOLVERS = {
 
 
 def _tensor(draw, min_ndim=2, max_ndim=4) -> np.ndarray:
-    return normal(draw(seeds), draw(small_shapes(min_ndim, max_ndim)))
+    return strat.normal(draw(strat.seeds), draw(strat.small_shapes(min_ndim, max_ndim)))
 
 
 def _ranks(draw, shape) -> tuple[int, ...]:
@@ -95,26 +81,21 @@ for _target in SOLVERS:
     @register(_target, "X")
     def _x(draw, target=_target):
         X0 = _tensor(draw)
-        v = draw(one_of_variants(dense_variants(X0), torch_variant(X0)))
+        v = draw(strat.one_of_variants(strat.dense_variants(X0), strat.torch_variant(X0)))
         return _solver_case(target, "X", v.value, 1, v, ("X",))
 
     @register(_target, "X-sparse")
     def _x_sparse(draw, target=_target):
         X = _tensor(draw, 2, 4)
-        X = X * (np.random.default_rng(draw(seeds)).random(X.shape) < 0.5)
+        X = X * (np.random.default_rng(draw(strat.seeds)).random(X.shape) < 0.5)
         S = tf.SparseTensor.from_dense(X)
         empty = tf.SparseTensor(np.zeros((0, X.ndim), dtype=np.int64), np.zeros(0), X.shape)
-        big = tf.SparseTensor(S.coords, S.values * 1e300, S.shape)
-        small = tf.SparseTensor(S.coords, S.values * 2.0**-1070, S.shape)
-        v = draw(one_of_variants([
-            Variant("SparseTensor", S, "ok"),
-            Variant("no entries", empty, "ok"),
-            Variant("values times 1e300", big, "ok"),
-            Variant("values times 2**-1070", small, "ok"),
-            Variant("unchecked NaN values",
-                    tf.SparseTensor(S.coords, np.full(S.nnz, np.nan), S.shape, check=False),
-                    "error"),
-        ]))
+        nan = tf.SparseTensor(S.coords, np.full(S.nnz, np.nan), S.shape, check=False)
+        vs = [Variant("SparseTensor", S, "ok"), Variant("no entries", empty, "ok"),
+              Variant("unchecked NaN values", nan, "error")]
+        vs += [Variant(f"values times {label}", tf.SparseTensor(S.coords, S.values * f, S.shape),
+                       "ok") for label, f in (("1e300", 1e300), ("2**-1070", 2.0**-1070))]
+        v = draw(strat.one_of_variants(vs))
         return _solver_case(target, "X-sparse", v.value, _ranks(draw, X.shape), v, ("X",))
 
     @register(_target, "ranks")
@@ -135,7 +116,7 @@ for _target in SOLVERS:
               Variant("a None", (None,) + good[1:], "error"),
               Variant("str", "2" * N, "error"), Variant("None", None, "error"),
               Variant("1.5", 1.5, "error")]
-        v = draw(one_of_variants(vs))
+        v = draw(strat.one_of_variants(vs))
         return _solver_case(target, "ranks", X, v.value, v, ("ranks",))
 
     @register(_target, "svd-rng")
@@ -143,9 +124,9 @@ for _target in SOLVERS:
         X = _tensor(draw, 3, 3)
         R = _ranks(draw, X.shape)
         if draw(st.booleans()):
-            v = draw(one_of_variants(choice_variants(["exact", "randomized"])))
+            v = draw(strat.one_of_variants(strat.choice_variants(["exact", "randomized"])))
             return _solver_case(target, "svd-rng", X, R, v, ("svd",), extra=dict(svd=v.value))
-        v = draw(one_of_variants(rng_variants()))
+        v = draw(strat.one_of_variants(strat.rng_variants()))
         return _solver_case(target, "svd-rng", X, R, v, ("rng",),
                             extra=dict(rng=v.value, svd="randomized"))
 
@@ -154,8 +135,8 @@ for _target in SOLVERS:
         X = _tensor(draw)
         Xn = X.copy()
         Xn.flat[draw(st.integers(0, X.size - 1))] = draw(st.sampled_from([np.nan, np.inf]))
-        v = draw(one_of_variants(bool_variants() + [Variant("False with NaN/Inf in X", Xn,
-                                                            "error")]))
+        bad = Variant("False with NaN/Inf in X", Xn, "error")
+        v = draw(strat.one_of_variants(strat.bool_variants() + [bad]))
         if v.label.startswith("False with"):
             return _solver_case(target, "check_finite", Xn, 1, v, ("X", "NaN", "non-finite"),
                                 extra=dict(check_finite=False))
@@ -172,7 +153,7 @@ def _mode_order(draw):
           Variant("repeated", (0, 0, 1), "error"), Variant("missing", (0, 1), "error"),
           Variant("out of range", (0, 1, 3), "error"), Variant("a float", (0, 1.0, 2), "error"),
           Variant("int 0", 0, "error"), Variant("str '012'", "012", "error")]
-    v = draw(one_of_variants(vs))
+    v = draw(strat.one_of_variants(vs))
     return _solver_case("hosvd", "mode_order", X, R, v, ("mode_order",),
                         extra=dict(mode_order=v.value))
 
@@ -183,16 +164,16 @@ def _tucker_options(draw):
     R = _ranks(draw, X.shape)
     which = draw(st.sampled_from(["max_iter", "tol", "method", "callback", "verbose"]))
     if which == "max_iter":
-        vs = int_variants(draw(st.integers(1, 3)))
+        vs = strat.int_variants(draw(st.integers(1, 3)))
     elif which == "tol":
-        vs = float_variants(1e-3)
+        vs = strat.float_variants(1e-3)
     elif which == "method":
-        vs = choice_variants(["hooi"])
+        vs = strat.choice_variants(["hooi"])
     elif which == "callback":
-        vs = callback_variants()
+        vs = strat.callback_variants()
     else:
-        vs = bool_variants()
-    v = draw(one_of_variants(vs))
+        vs = strat.bool_variants()
+    v = draw(strat.one_of_variants(vs))
     return _solver_case("tucker", "options", X, R, v, (which,), extra={which: v.value})
 
 
@@ -200,11 +181,11 @@ def _tucker_options(draw):
 def _tucker_init(draw):
     X = _tensor(draw, 3, 3)
     R = _ranks(draw, X.shape)
-    gen = np.random.default_rng(draw(seeds))
+    gen = np.random.default_rng(draw(strat.seeds))
     good = tf.TuckerTensor(gen.standard_normal(R), [np.linalg.qr(gen.standard_normal((s, r)))[0]
                                                     for s, r in zip(X.shape, R)])
     other = tuple(r + 1 if r + 1 <= s else r for r, s in zip(R, X.shape))
-    vs = choice_variants(["hosvd", "random"]) + [
+    vs = strat.choice_variants(["hosvd", "random"]) + [
         Variant("TuckerTensor", good, "ok"),
         Variant("TuckerTensor with zero factors",
                 tf.TuckerTensor(good.core, [np.zeros_like(A) for A in good.factors]), "either"),
@@ -223,7 +204,7 @@ def _tucker_init(draw):
                           tf.TuckerTensor(np.ones(other), [np.eye(s, r)
                                                            for s, r in zip(X.shape, other)]),
                           "error"))
-    v = draw(one_of_variants(vs))
+    v = draw(strat.one_of_variants(vs))
     return _solver_case("tucker", "init", X, R, v, ("init",), extra=dict(init=v.value),
                         inputs=(v.value,))
 
@@ -241,11 +222,11 @@ def _ref_chain(X, mats, modes, transpose):
 @register("multi_mode_dot", "X")
 def _mmd_x(draw):
     X0 = _tensor(draw, 2, 4)
-    M = normal(draw(seeds), (2, X0.shape[1]))
-    vs = algebra_variants(X0, min_ndim=2) + torch_variant(X0)
+    M = strat.normal(draw(strat.seeds), (2, X0.shape[1]))
+    vs = strat.algebra_variants(X0, min_ndim=2) + strat.torch_variant(X0)
     sparse = tf.SparseTensor.from_dense(X0 * (X0 > 0))
     vs.append(Variant("SparseTensor", sparse, "ok"))
-    v = draw(one_of_variants(vs))
+    v = draw(strat.one_of_variants(vs))
 
     def check(out):
         data = v.value.to_dense() if isinstance(v.value, tf.SparseTensor) else v.value
@@ -269,7 +250,7 @@ def _mmd_x(draw):
 @register("multi_mode_dot", "matrices-modes")
 def _mmd_args(draw):
     X = _tensor(draw, 3, 3)
-    g = np.random.default_rng(draw(seeds))
+    g = np.random.default_rng(draw(strat.seeds))
     A, Bm = g.standard_normal((2, X.shape[0])), g.standard_normal((3, X.shape[2]))
     vs = [
         Variant("two matrices", ([A, Bm], [0, 2], {}), "ok"),
@@ -291,7 +272,7 @@ def _mmd_args(draw):
         Variant("matrices an array", (A, [0], {}), "error"),
         Variant("transpose 'yes'", ([A], [0], dict(transpose="yes")), "error"),
     ]
-    v = draw(one_of_variants(vs))
+    v = draw(strat.one_of_variants(vs))
     mats, modes, kw = v.value
 
     def check(out):
@@ -312,7 +293,7 @@ def _mmd_args(draw):
 def _tucker_tensor(draw):
     X = _tensor(draw, 2, 3)
     R = _ranks(draw, X.shape)
-    g = np.random.default_rng(draw(seeds))
+    g = np.random.default_rng(draw(strat.seeds))
     core = g.standard_normal(R)
     facs = [g.standard_normal((s, r)) for s, r in zip(X.shape, R)]
     vs = [
@@ -329,7 +310,7 @@ def _tucker_tensor(draw):
         Variant("no factors", (core, []), "error"),
         Variant("None factors", (core, None), "error"),
     ]
-    v = draw(one_of_variants(vs))
+    v = draw(strat.one_of_variants(vs))
 
     def check(tt):
         ref = _ref_chain(v.value[0], v.value[1], list(range(len(R))), False)
