@@ -20,7 +20,7 @@ except ImportError as exc:  # pragma: no cover - exercised without dask
         "DaskSparseTensor needs dask: pip install 'dask[distributed]'"
     ) from exc
 
-__all__ = ["active_client", "compute", "share", "task", "tree_reduce"]
+__all__ = ["active_client", "compute", "share", "shared_memory", "task", "tree_reduce"]
 
 #: partial results combined per node of a tree reduction
 SPLIT_EVERY = 8
@@ -42,6 +42,17 @@ def active_client() -> Any:
         return None
     sched = dask.base.get_scheduler()
     return client if getattr(sched, "__self__", None) is client else None
+
+
+def shared_memory() -> bool:
+    """Whether the active scheduler runs tasks in this process (threads or synchronous)."""
+    if active_client() is not None:
+        return False
+    import dask.local
+    import dask.threaded
+
+    sched = dask.base.get_scheduler()
+    return sched is None or sched in (dask.threaded.get, dask.local.get_sync)
 
 
 def share(obj: Any, client: Any) -> Any:

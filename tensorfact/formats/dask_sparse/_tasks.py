@@ -54,6 +54,19 @@ def mttkrp(part: Partition, F: np.ndarray, offsets: np.ndarray, mode: int
     return lo, block, c.data_nbytes + v.data_nbytes
 
 
+def mttkrp_into(part: Partition, F: np.ndarray, offsets: np.ndarray, mode: int,
+                out: np.ndarray, lock: Any) -> tuple[int]:
+    """Add the partition's MTTKRP into the shared ``out`` (under ``lock``); ``(bytes,)``.
+
+    For schedulers whose tasks share the caller's memory (threads, synchronous):
+    no partial result outlives its task.
+    """
+    lo, block, nbytes = mttkrp(part, F, offsets, mode)
+    with lock:
+        out[lo:lo + block.shape[0]] += block
+    return (nbytes,)
+
+
 def residual_terms(part: Partition, F: np.ndarray, offsets: np.ndarray, weights: np.ndarray
                    ) -> tuple[float, float, int]:
     """``(sum (x - m)^2, sum m^2, bytes)`` over the partition's entries."""

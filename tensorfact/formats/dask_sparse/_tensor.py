@@ -335,12 +335,21 @@ class DaskSparseTensor:
         R = int(facs[0].shape[1])
         out = np.zeros((self.shape[mode], R), dtype=np.float64)
         if self.nnz:
-            F, offsets = stack_factors(facs, np.float64)
-            shared = G.share(F, G.active_client())
-            lo, block = self._reduce(
-                [G.task(T.mttkrp, p, shared, offsets, mode) for p in self._primary],
-                T.add_row_blocks)
-            out[lo:lo + block.shape[0]] = block
+            # the mode's own factor is not read: left out of the stacked copy
+            F, offsets = stack_factors([A[:0] if m == mode else A for m, A in enumerate(facs)],
+                                       np.float64)
+            if G.shared_memory():
+                # tasks add into one output: memory of one block per running task
+                args = (G.share(F, None), offsets, mode, G.share(out, None),
+                        G.share(threading.Lock(), None))
+                self._reduce([G.task(T.mttkrp_into, p, *args) for p in self._primary],
+                             T.add_scalars)
+            else:
+                shared = G.share(F, G.active_client())
+                lo, block = self._reduce(
+                    [G.task(T.mttkrp, p, shared, offsets, mode) for p in self._primary],
+                    T.add_row_blocks)
+                out[lo:lo + block.shape[0]] = block
         return out.astype(dtype, copy=False)
 
     def mode_gram(self, mode: int) -> np.ndarray:
