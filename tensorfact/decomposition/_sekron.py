@@ -13,7 +13,7 @@ import numpy as np
 
 from .. import _backend as B
 from .._validation import check_finite
-from ..formats._scale import scaled_array
+from ..formats._scale import scaled_array, unscaled_product
 from ..tenalg._kron import _check_group_shapes, group_modes
 from ..tensors.kronecker import KroneckerTensor, SeKronTensor
 from ._kronecker import _check_float_tensor, _relative
@@ -251,7 +251,7 @@ def sekron(
     S = len(shp_in)
     if S < 2:
         raise ValueError(f"shapes must contain at least 2 factor shapes, got {S}")
-    shp = _check_group_shapes(shape, shp_in, name="shapes")
+    shp = _check_group_shapes(shape, shp_in, name="shapes", tensor="W")
     rk_in = _rank_tuple(ranks, S - 1)
     rk = []
     for s, r in enumerate(rk_in):
@@ -286,8 +286,8 @@ def sekron(
         A = xp.reshape(xp.permute_dims(U, (0, 2, 1)), tuple(rk[: s + 1]) + a)
         factors.append(A)
         rem = xp.reshape(sv[:, :R, None] * Vh, (Q * R,) + b)
-    factors.append(xp.reshape(rem / scale if scale != 1.0 else rem, tuple(rk) + shp[-1]))
-    tensor = SeKronTensor(factors, rk)
+    factors.append(xp.reshape(rem, tuple(rk) + shp[-1]))
+    tensor = SeKronTensor(unscaled_product(xp, factors, scale) if scale != 1.0 else factors, rk)
     error, norm = math.sqrt(max(discarded, 0.0)), math.sqrt(norm_sq)
     return SeKronResult(
         sekron=tensor,

@@ -21,7 +21,7 @@ import numpy as np
 
 from .. import _backend as B
 
-__all__ = ["safe_scale", "scale_factor", "scaled_array", "sum_of_squares"]
+__all__ = ["safe_scale", "scale_factor", "scaled_array", "sum_of_squares", "unscaled_product"]
 
 
 def _window(dtype: Any) -> tuple[float, float]:
@@ -98,3 +98,24 @@ def scaled_array(X: Any, xp: ModuleType) -> tuple[Any, float, float]:
         return X, 1.0, nsq
     Xs = X * factor
     return Xs, factor, sum_of_squares(Xs, xp)
+
+
+def unscaled_product(xp: ModuleType, arrays: list[Any], scale: float) -> list[Any]:
+    """Arrays whose (Kronecker or outer) product is that of ``arrays`` divided by ``scale``.
+
+    ``scale`` is a power of two from `safe_scale` or `scaled_array`. Usually
+    only the last array is divided; where that would make entries subnormal
+    (data of subnormal magnitude), the power of two is shared out between all
+    the arrays instead (exact), so that no entry loses precision.
+    """
+    last = arrays[-1] / scale
+    if scale <= 1.0:
+        return arrays[:-1] + [last]
+    tiny = float(np.finfo(np.dtype(str(last.dtype).split(".")[-1])).tiny)
+    size = xp.abs(last)
+    if not bool(xp.any((size > 0) & (size < tiny))):
+        return arrays[:-1] + [last]
+    k = math.frexp(scale)[1] - 1  # scale = 2^k
+    q = k // len(arrays)
+    return ([A * math.ldexp(1.0, -q) for A in arrays[:-1]]
+            + [arrays[-1] * math.ldexp(1.0, -(k - q * (len(arrays) - 1)))])

@@ -116,7 +116,9 @@ def _as_shape_list(shapes: Any, name: str = "shapes") -> list[Any]:
 
 
 def _check_group_shapes(shape: tuple[int, ...], shapes: Sequence[Sequence[int]],
-                        name: str = "shapes") -> tuple[tuple[int, ...], ...]:
+                        name: str = "shapes", tensor: str = "the tensor"
+                        ) -> tuple[tuple[int, ...], ...]:
+    """``shapes`` as tuples of positive ints multiplying to ``shape`` (``tensor`` names it)."""
     out = []
     N = len(shape)
     for s, sh in enumerate(_as_shape_list(shapes, name)):
@@ -125,7 +127,7 @@ def _check_group_shapes(shape: tuple[int, ...], shapes: Sequence[Sequence[int]],
         t = tuple(sh)
         if len(t) != N:
             raise ValueError(
-                f"{name}[{s}] = {t} has {len(t)} modes but the tensor has {N} (shape {shape})"
+                f"{name}[{s}] = {t} has {len(t)} modes but {tensor} has {N} (shape {shape})"
             )
         for v in t:
             if isinstance(v, bool) or not isinstance(v, int) and not hasattr(v, "__index__"):
