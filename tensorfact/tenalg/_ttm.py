@@ -5,8 +5,9 @@
 the copy-free reshape ``(prod(s[:n]), I_n, prod(s[n+1:]))`` of a C-ordered
 array and is one (batched) GEMM whose output is again C-ordered with mode
 ``n`` in place, so no unfolding or moved-axis copy is ever made. The products
-are applied in order of decreasing shrinkage (``J_n / I_n`` ascending), so the
-largest passes run on the smallest intermediates.
+are applied in order of decreasing shrinkage (``J_n / I_n`` ascending; ties to the
+first or last mode, a single GEMM), so the largest passes run on the smallest
+intermediates.
 
 `TuckerTree` serves the Tucker solvers' products with every factor but one
 (``X x_{m != n} U_m^T``), keeping the partial product of one half of the
@@ -165,11 +166,13 @@ def ttm_chain(xp: ModuleType, X: Any, matrices: Sequence[Any], modes: Sequence[i
               transpose: bool = False) -> Any:
     """`multi_mode_dot` on checked arguments, the most shrinking products first."""
     ops = []
+    last = X.ndim - 1
     for M, n in zip(matrices, modes):
         Mt = xp.matrix_transpose(M) if transpose else M
-        ops.append((int(Mt.shape[0]) / max(int(Mt.shape[1]), 1), n, Mt))
+        # ties go to the outer modes: one plain GEMM instead of a batch of small ones
+        ops.append((int(Mt.shape[0]) / max(int(Mt.shape[1]), 1), n not in (0, last), n, Mt))
     Y = X
-    for _, n, Mt in sorted(ops, key=lambda t: t[0]):
+    for *_, n, Mt in sorted(ops, key=lambda t: t[:2]):
         Y = mode_dot(xp, Y, Mt, n)
     return Y
 
