@@ -377,3 +377,14 @@ def test_subnormal_data_keeps_the_model_precise(sparse):
     data_up = np.ldexp(tiny, 1070)
     err = np.linalg.norm(data_up - TuckerTensor(core, facs).to_dense()) / np.linalg.norm(data_up)
     assert res.rel_error == pytest.approx(err, rel=1e-10)
+
+
+def test_gram_eigenvector_path_matches_svd_path(monkeypatch):
+    from tensorfact.decomposition import _tucker_ops
+
+    X, _ = planted_tucker((10, 12, 14), (3, 3, 3), noise=0.05, seed=22)
+    ref = hosvd(X, (3, 3, 3))
+    monkeypatch.setattr(_tucker_ops, "_SVD_ENTRIES", 0)  # every unfolding through its Gram
+    res = hosvd(X, (3, 3, 3))
+    assert res.rel_error == pytest.approx(ref.rel_error, rel=1e-10)
+    np.testing.assert_allclose(res.tucker.to_dense(), ref.tucker.to_dense(), atol=1e-10)
