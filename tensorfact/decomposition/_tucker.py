@@ -14,6 +14,7 @@ import numpy as np
 from .. import _backend as B
 from .._validation import check_choice, check_nonneg_float, check_positive_int
 from ..formats import DenseTensor, TensorFormat, as_format
+from ..formats._scale import unscaled_product
 from ..tenalg._ttm import TuckerTree, mode_dot
 from ..tensors.tucker import TuckerTensor
 from . import _tucker_ops as ops
@@ -300,19 +301,15 @@ def _model(core: Any, factors: list[Any], scale: float) -> TuckerTensor:
     """The decomposition in the data's units from a solve on ``scale * X``.
 
     Usually the core divided by ``scale`` with the orthonormal factors. When
-    that core would hold subnormal entries (data of subnormal magnitude,
-    ``scale`` up to ``2^1000``), the power of two is shared out exactly
-    between the core and the factors instead (orthogonal columns of norm
-    ``2^-q``), so that no entry loses precision.
+    that core would hold subnormal entries (data of subnormal magnitude), the
+    power of two is shared out exactly between the core and the factors
+    instead (orthogonal columns of a power-of-two norm; `unscaled_product`),
+    so that no entry loses precision.
     """
     if scale == 1.0:
         return TuckerTensor(core, list(factors))
-    split = ops.subnormal_split(core, scale, len(factors) + 1)
-    if split is None:
-        return TuckerTensor(core / scale, list(factors))
-    q, r = split
-    return TuckerTensor(core * math.ldexp(1.0, -(q + r)),
-                        [A * math.ldexp(1.0, -q) for A in factors])
+    *facs, unscaled_core = unscaled_product(B.namespace(core), list(factors) + [core], scale)
+    return TuckerTensor(unscaled_core, facs)
 
 
 def _zero_result(data: TensorFormat, R: tuple[int, ...]) -> TuckerResult:

@@ -16,7 +16,7 @@ from ..tenalg._ttm import ttm_chain
 from ..tensors.tucker import TuckerTensor
 
 __all__ = ["check_init", "check_mode_order", "check_ranks", "dense_residual_sq",
-           "leading_left", "random_orthonormal", "subnormal_split"]
+           "leading_left", "random_orthonormal"]
 
 #: Unfoldings up to this many entries are copied and given to an exact SVD; larger
 #: ones use the eigenvectors of their Gram matrix (computed without copies).
@@ -171,16 +171,3 @@ def dense_residual_sq(xp: ModuleType, X: Any, core: Any, factors: list[Any]) -> 
         total += B.to_float(xp.vecdot(D, D))
     return total
 
-
-def subnormal_split(values: Any, scale: float, parts: int) -> tuple[int, int] | None:
-    """``(q, r)`` with ``log2(scale) = parts * q + r`` when ``values / scale`` underflows.
-
-    ``None`` when dividing ``values`` by the power of two ``scale`` leaves no
-    nonzero entry below the dtype's smallest normal number (nothing to do).
-    """
-    xp = B.namespace(values)
-    small = float(np.finfo(np.dtype(str(values.dtype).split(".")[-1])).tiny) * scale
-    mag = xp.abs(values)
-    if not bool(xp.any((mag > 0) & (mag < small))):
-        return None
-    return divmod(math.frexp(scale)[1] - 1, parts)
