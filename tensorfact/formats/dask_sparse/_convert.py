@@ -189,7 +189,10 @@ class StoreWriter:
 
     def __init__(self, root: str | os.PathLike[str], shape: tuple[int, ...] | None, dtype: Any,
                  *, partition_nnz: int, progress: bool = False) -> None:
-        self.dtype = np.dtype(dtype)
+        try:
+            self.dtype = np.dtype(dtype)
+        except TypeError as exc:  # 'bogus', 3: NumPy's words would not name the argument
+            raise TypeError(f"dtype must be float32 or float64, got {dtype!r}") from exc
         if self.dtype not in (np.float32, np.float64):
             raise TypeError(f"dtype must be float32 or float64, got {self.dtype}")
         self.root = check_path(root, "store")  # the public functions' name for it
