@@ -80,7 +80,7 @@ def spals(
     method: str = "qr",
     sampler: str = "product",
     deterministic_threshold: float | None = None,
-    init: str | CPTensor = "random",
+    init: str | CPTensor = "auto",
     max_iter: int = 50,
     tol: float = 0.0,
     exact_fit_every: int | None = None,
@@ -135,10 +135,14 @@ def spals(
         Include Khatri-Rao rows whose sampling probability is at least this
         value deterministically (hybrid sampling, ``sampler="product"``
         only); ``None`` disables it.
-    init : {"random", "svd"} or CPTensor
-        Initial factors, as for `tensorfact.cp_als`. The default is
-        ``"random"`` because the SVD initialisation reads the whole tensor
-        (costlier than many SPALS sweeps).
+    init : {"auto", "random", "svd"} or CPTensor
+        Initial factors, as for `tensorfact.cp_als`. ``"auto"`` (default):
+        ``"random"`` for dense data, because the SVD initialisation reads the
+        whole tensor (costlier than many SPALS sweeps); ``"svd"`` for sparse
+        data (a format with stored nonzeros, such as `SparseTensor` or
+        `DaskSparseTensor`), because random factors spread the leverage over
+        all fibers, almost all of which are empty there, so the sampled
+        updates see almost no data.
     max_iter : int
         Number of sweeps at most.
     tol : float
@@ -236,7 +240,9 @@ def spals(
         )
         exact_fit_every = 1
     check_callback(callback)
-    check_init(init, ("random", "svd"))
+    check_init(init, ("auto", "random", "svd"))
+    if isinstance(init, str) and init == "auto":
+        init = "svd" if hasattr(data, "nnz") else "random"
     gen = B.check_rng(rng)
     data, scale, normX2 = scaled_data(data)
     if normX2 == 0.0:

@@ -103,7 +103,7 @@ def sparse_experiment(cfg: Any, seed: int, protocol: Protocol, models: dict[str,
     methods += [(f"sparse SPALS alpha={a:g}", "spals", a) for a in cfg.sparse_alphas]
     inits = [("shared sketch", s, sketch_init(X, cfg.rank, (seed, 6, s)))
              for s in range(cfg.seeds)]
-    runs = _compare(X, cfg.rank, methods, inits, {"als": "svd", "spals": "random"}, protocol,
+    runs = _compare(X, cfg.rank, methods, inits, {"als": "svd", "spals": "svd"}, protocol,
                     seed, "sparse", models, bar, dict(experiment="sparse"))
     best = annotate(runs, floor)
     return dict(shape=list(cfg.sparse_shape), nnz=int(X.nnz), requested_nnz=cfg.sparse_nnz,
