@@ -26,7 +26,7 @@ from ._monitor import ConvergenceHistory, IterationMonitor, check_callback
 from ._results import CPALSResult
 
 __all__ = ["check_als_options", "check_init", "cp_als", "hadamard_grams", "initial_factors",
-           "scaled_data", "unit_columns", "unscaled_model", "zero_result"]
+           "scaled_data", "solve_mode", "unit_columns", "unscaled_model", "zero_result"]
 
 logger = logging.getLogger("tensorfact.cp_als")
 
@@ -254,6 +254,21 @@ def unit_columns(xp: ModuleType, A: Any) -> tuple[Any, Any]:
     return A / xp.where(lam > 0, lam, xp.ones_like(lam))[None, :], lam
 
 
+def solve_mode(xp: ModuleType, M: Any, grams: list[Any], n: int, ridge: Any) -> tuple[Any, Any]:
+    """The ALS update of mode ``n`` from its MTTKRP ``M``: ``(unit columns, weights)``.
+
+    Solves ``A (*_{m != n} grams[m] + ridge) = M`` (``ridge`` may be None) and
+    replaces ``grams[n]`` by the Gram matrix of the new factor.
+    """
+    G = hadamard_grams(grams, skip=n)
+    if ridge is not None:
+        G = G + ridge
+    A = B.spd_solve_right(xp, M, G, what=f"Gram matrix of mode {n}")
+    factor, weights = unit_columns(xp, A)
+    grams[n] = xp.matrix_transpose(factor) @ factor
+    return factor, weights
+
+
 def hadamard_grams(grams: list[Any], skip: int | None = None) -> Any:
     """Elementwise product of the Gram matrices, leaving out ``grams[skip]``."""
     H = None
@@ -328,12 +343,7 @@ def _als(data: TensorFormat, init_factors: list[Any], normX2: float, scale: floa
         for _ in monitor.iterations():
             for n in range(N):
                 M = data.mttkrp(factors, n)
-                G = hadamard_grams(grams, skip=n)
-                if l2_reg > 0:
-                    G = G + ridge
-                A = B.spd_solve_right(xp, M, G, what=f"Gram matrix of mode {n}")
-                factors[n], weights = unit_columns(xp, A)
-                grams[n] = xp.matrix_transpose(factors[n]) @ factors[n]
+                factors[n], weights = solve_mode(xp, M, grams, n, ridge if l2_reg > 0 else None)
             # ||X - X_hat||^2 from the last MTTKRP: <X, X_hat> = sum(M * A_N * w)
             model_sq = B.to_float(xp.sum(weights[:, None] * hadamard_grams(grams)
                                          * weights[None, :]))

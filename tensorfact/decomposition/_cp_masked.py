@@ -39,6 +39,7 @@ from ._cp_als import (
     hadamard_grams,
     initial_factors,
     scaled_data,
+    solve_mode,
     unit_columns,
     unscaled_model,
     zero_result,
@@ -238,7 +239,8 @@ def _em_als(data: _Observed, init_factors: list[Any], init_weights: Any, normX2:
             callback: Callback | None, verbose: bool) -> CPALSResult:
     xp = data.xp
     R = int(init_factors[0].shape[1])
-    ridge = l2_reg * xp.eye(R, dtype=init_factors[0].dtype, device=B.device(init_factors[0]))
+    ridge = (l2_reg * xp.eye(R, dtype=init_factors[0].dtype, device=B.device(init_factors[0]))
+             if l2_reg > 0 else None)
     # the model completing the data in the coming sweep: the initial guess as given
     prev, prev_w = list(init_factors), init_weights
     r = data.residual(prev_w, prev)[0]
@@ -252,12 +254,7 @@ def _em_als(data: _Observed, init_factors: list[Any], init_weights: Any, normX2:
                 cross = [xp.matrix_transpose(P) @ A for P, A in zip(prev, factors)]
                 M = (prev[n] * prev_w[None, :]) @ hadamard_grams(cross, skip=n)
                 M = M + data.mttkrp(r, factors, n)
-                G = hadamard_grams(grams, skip=n)
-                if l2_reg > 0:
-                    G = G + ridge
-                A = B.spd_solve_right(xp, M, G, what=f"Gram matrix of mode {n}")
-                factors[n], weights = unit_columns(xp, A)
-                grams[n] = xp.matrix_transpose(factors[n]) @ factors[n]
+                factors[n], weights = solve_mode(xp, M, grams, n, ridge)
             prev, prev_w = list(factors), weights
             r, resid_sq = data.residual(weights, factors)
             rel = math.sqrt(resid_sq / normX2)

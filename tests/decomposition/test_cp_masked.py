@@ -37,21 +37,15 @@ def _random_init(shape, rank, seed=7):
 # ----------------------------------------------------------------- recovery
 @pytest.mark.parametrize("missing", METHODS)
 @pytest.mark.parametrize("frac", [0.5, 0.9])
-def test_recovers_planted_small(missing, frac):
-    X, M, truth = _problem((40, 40, 40), 3, frac, seed=1)
-    res = cp_als(X, 3, mask=M, missing=missing, rng=0, max_iter=1000, tol=1e-14)
+@pytest.mark.parametrize("shape, rank", [((40, 40, 40), 3),
+                                         pytest.param((100, 100, 100), 5,
+                                                      marks=pytest.mark.slow)])
+def test_recovers_planted(missing, frac, shape, rank):
+    X, M, truth = _problem(shape, rank, frac, seed=1)
+    res = cp_als(X, rank, mask=M, missing=missing, rng=0, max_iter=3000, tol=1e-14)
     assert res.cp.factor_match_score(truth) > 0.99
     # the reported error is the error over the observed entries
     assert res.rel_error == pytest.approx(_observed_rel(X, M, res.cp), rel=1e-6, abs=1e-12)
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("missing", METHODS)
-@pytest.mark.parametrize("frac", [0.5, 0.9])
-def test_recovers_planted_100_cubed(missing, frac):
-    X, M, truth = _problem((100, 100, 100), 5, frac, seed=2)
-    res = cp_als(X, 5, mask=M, missing=missing, rng=0, max_iter=3000, tol=1e-14)
-    assert res.cp.factor_match_score(truth) > 0.99
 
 
 def test_weighted_noisy_reaches_observed_noise_floor():
