@@ -150,6 +150,13 @@ def cp_als(
     >>> res = cp_als(X, rank=3, rng=0)
     >>> res.rel_error < 1e-8, res.cp.factor_match_score(truth) > 0.9999
     (True, True)
+
+    With 70 % of the entries missing (``M`` is ``True`` where observed):
+
+    >>> M = np.random.default_rng(0).random(X.shape) < 0.3
+    >>> res = cp_als(X, rank=3, mask=M, rng=0)
+    >>> res.rel_error < 1e-8, res.cp.factor_match_score(truth) > 0.9999
+    (True, True)
     """
     missing = check_choice(missing, "missing", ("weighted", "em"))
     if mask is not None:
