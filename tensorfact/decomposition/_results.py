@@ -16,7 +16,28 @@ from ._monitor import ConvergenceHistory
 __all__ = ["ConvergenceHistory", "CPALSResult", "CPAPRResult", "TuckerResult"]
 
 
+def _model_checked(name: str, model_type: type, extra: Callable[[Any], None] | None = None
+                   ) -> Callable[[type], type]:
+    """Class decorator: ``__post_init__`` checks the model type, `_check_common`, then ``extra``."""
+
+    def deco(cls: type) -> type:
+        def __post_init__(self: Any) -> None:
+            model = getattr(self, name)
+            if not isinstance(model, model_type):
+                raise TypeError(f"{name} must be a {model_type.__name__}, got "
+                                f"{type(model).__name__}")
+            _check_common(self)
+            if extra is not None:
+                extra(self)
+
+        cls.__post_init__ = __post_init__  # type: ignore[attr-defined]
+        return cls
+
+    return deco
+
+
 @dataclass(frozen=True)
+@_model_checked("cp", CPTensor)
 class CPALSResult:
     """Result of `tensorfact.cp_als`, `tensorfact.spals` and `tensorfact.nonnegative_cp`.
 
@@ -39,28 +60,6 @@ class CPALSResult:
     converged: bool
     rel_error: float
     history: ConvergenceHistory
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.cp, CPTensor):
-            raise TypeError(f"cp must be a CPTensor, got {type(self.cp).__name__}")
-        _check_common(self)
-
-
-def _model_checked(name: str, model_type: type) -> Callable[[type], type]:
-    """Class decorator: a ``__post_init__`` checking the model's type, then `_check_common`."""
-
-    def deco(cls: type) -> type:
-        def __post_init__(self: Any) -> None:
-            model = getattr(self, name)
-            if not isinstance(model, model_type):
-                raise TypeError(f"{name} must be a {model_type.__name__}, got "
-                                f"{type(model).__name__}")
-            _check_common(self)
-
-        cls.__post_init__ = __post_init__  # type: ignore[attr-defined]
-        return cls
-
-    return deco
 
 
 @dataclass(frozen=True)
@@ -92,7 +91,14 @@ class TuckerResult:
     history: ConvergenceHistory
 
 
+def _check_apr(res: Any) -> None:
+    object.__setattr__(res, "log_likelihood",
+                       check_real(res.log_likelihood, "log_likelihood", allow_inf=True))
+    object.__setattr__(res, "kkt_violation", check_nonneg_float(res.kkt_violation, "kkt_violation"))
+
+
 @dataclass(frozen=True)
+@_model_checked("cp", CPTensor, _check_apr)
 class CPAPRResult:
     """Result of `tensorfact.cp_apr` (Poisson CP).
 
@@ -128,14 +134,6 @@ class CPAPRResult:
     rel_error: float
     history: ConvergenceHistory
 
-    def __post_init__(self) -> None:
-        if not isinstance(self.cp, CPTensor):
-            raise TypeError(f"cp must be a CPTensor, got {type(self.cp).__name__}")
-        _check_common(self)
-        object.__setattr__(self, "log_likelihood",
-                           check_real(self.log_likelihood, "log_likelihood", allow_inf=True))
-        object.__setattr__(self, "kkt_violation",
-                           check_nonneg_float(self.kkt_violation, "kkt_violation"))
 
 
 def _check_common(res: CPALSResult | TuckerResult | CPAPRResult) -> None:
