@@ -5,27 +5,34 @@ of the SPALS paper (FROSTT version: 4821207 x 1774269 x 1805187) and ``--nnz``
 nonzeros (default 2 * 10^8, relative noise 0.1) is written to disk as a
 ``DaskSparseTensor`` store by ``tensorfact.datasets.planted_sparse_store``
 (partition by partition, never in memory), unless the store folder already
-holds it. Then, from the same random initial factors:
+holds it. Then, from the same initial factors (``--init svd``, the default: the
+range-finder sketch of ``cp_als``'s ``init="svd"``, computed once; or
+``--init random``):
 
 (``--exact``: an exactly low-rank plant with sparse factor columns instead of
 power-law positions, so that the fit can approach 1 - noise.)
 
-- **exact sparse ALS** (``cp_als``, ``tol=0``) and **SPALS** (``spals``,
-  default sample counts, no exact fits during the run) for ``--iters``
-  sweeps each, on the local threaded Dask scheduler;
-- the same two runs on a ``distributed.LocalCluster`` (``--workers``
-  processes of ``--threads-per-worker`` threads; skip with ``--no-cluster``).
+- **exact sparse ALS** (``cp_als``) until the change of its exact relative
+  error falls below ``--tol`` (at most ``--max-iter`` sweeps), and **SPALS**
+  (``spals``, default sample counts) for ``--iters`` sweeps, then again from
+  where it stopped for ``--iters`` more (a fit that no longer moves between
+  the two is converged), each on the local threaded Dask scheduler;
+- the first ``--cluster-iters`` sweeps of each on a ``distributed.LocalCluster``
+  (``--workers`` processes of ``--threads-per-worker`` threads; skip with
+  ``--no-cluster``), from the same initial factors: the same factors, so the
+  same fit as the threaded runs after as many sweeps.
 
 Measured per run: wall time per sweep (from ``CPALSResult.history.time``),
-the exact fit ``1 - ||X - model|| / ||X||`` at the end (ALS: from its last
-MTTKRP; SPALS: one exact residual pass, timed separately), the bytes of array
-data read from the store per sweep (``DaskSparseTensor.bytes_read``, reset by
-the callback after every sweep) against the size of the store and of one pass
-over the nonzeros, the peak RSS of the process that ran it (every run is a
-fresh process; the cluster runs also report each worker's peak RSS) and, on
-the cluster, the bytes the workers sent to each other (``distributed``'s
-``transfer_outgoing_bytes_total``). Numba kernels are compiled (or loaded
-from the cache) on a tiny store first, outside the timings.
+the exact fit ``1 - ||X - model|| / ||X||`` (ALS: after every sweep, from its
+MTTKRP; SPALS: one exact residual pass at the end, timed separately), the
+bytes of array data read from the store per sweep (``DaskSparseTensor.bytes_read``:
+ALS per sweep from a callback; SPALS the run's total over its sweeps, since a
+callback would make it build the dense factors every sweep), against the size
+of the store, the peak RSS of the process that ran it (every run is a fresh
+process; the cluster runs also report each worker's peak RSS) and, on the
+cluster, the bytes the workers sent to each other (``distributed``'s
+``transfer_outgoing_bytes_total``). Numba kernels are compiled (or loaded from
+the cache) on a tiny store first, outside the timings.
 
 The default store folder, ``build/sparse_store/`` at the repository root, is
 git-ignored. At the default size the store takes about 16 GB of disk (80 bytes
@@ -44,6 +51,7 @@ N_THREADS = _common.pin_threads()
 
 import argparse  # noqa: E402
 import concurrent.futures as cf  # noqa: E402
+import json  # noqa: E402
 import math  # noqa: E402
 import multiprocessing  # noqa: E402
 import resource  # noqa: E402
@@ -125,15 +133,29 @@ def _warm_up_kernels(like_shape: tuple[int, ...]) -> None:
         X.sampled_fibers(0, np.zeros((1, 2), dtype=np.int64))
 
 
-def _run(store: str, method: str, rank: int, iters: int, seed: int, cluster: dict | None
-         ) -> dict[str, Any]:
+def _make_init(store: str, rank: int, kind: str, seed: int, path: str) -> dict[str, Any]:
+    """Write the shared initial factors to ``path`` (npz); returns the time taken."""
+    from tensorfact.decomposition._cp_als import initial_factors
+    from tensorfact.formats import DaskSparseTensor
+
+    X = DaskSparseTensor(store)
+    _warm_up_kernels(X.shape)
+    t0 = time.perf_counter()
+    F = initial_factors(X, rank, kind, np.random.default_rng(seed))
+    took = time.perf_counter() - t0
+    np.savez(path, *F)
+    return {"init": kind, "init_s": took, "init_peak_rss_bytes": _peak_rss_bytes()}
+
+
+def _run(store: str, method: str, rank: int, iters: int, tol: float, seed: int,
+         cluster: dict | None, init_path: str) -> dict[str, Any]:
     from tensorfact import CPTensor, cp_als, spals
     from tensorfact.formats import DaskSparseTensor
 
     X = DaskSparseTensor(store)
     _warm_up_kernels(X.shape)
-    rng = np.random.default_rng(seed)
-    init = CPTensor([rng.standard_normal((s, rank)) for s in X.shape])
+    with np.load(init_path, allow_pickle=False) as z:
+        init = CPTensor([z[k] for k in z.files])
     client = None
     if cluster is not None:
         from distributed import Client, LocalCluster
@@ -153,26 +175,40 @@ def _run(store: str, method: str, rank: int, iters: int, seed: int, cluster: dic
             per_bytes.append(X.reset_bytes_read())
 
         sent0 = _sent(client)
+        out: dict[str, Any] = {"method": method,
+                               "scheduler": "threads" if cluster is None else "LocalCluster"}
         if method == "als":
-            res = cp_als(X, rank, init=init, max_iter=iters, tol=0, callback=count)
+            res = cp_als(X, rank, init=init, max_iter=iters, tol=tol, callback=count)
+            out["fit_history"] = [1.0 - e for e in res.history.rel_error]
             fit = 1.0 - res.rel_error
-            exact_s = 0.0
-            exact_bytes = 0
+            exact_s, exact_bytes = 0.0, 0
+            times = list(res.history.time)
         else:
-            res = spals(X, rank, init=init, max_iter=iters, rng=seed, callback=count)
-            t0 = time.perf_counter()
-            resid = X.residual_norm_sq(res.cp.weights, list(res.cp.factors))
-            exact_s = time.perf_counter() - t0
-            exact_bytes = X.reset_bytes_read()
-            fit = 1.0 - math.sqrt(max(resid, 0.0) / normX2)
+            res = spals(X, rank, init=init, max_iter=iters, tol=0, rng=seed)
+            per_bytes = [X.reset_bytes_read() // max(res.n_iter, 1)] * res.n_iter
+            times = list(res.history.time)
+
+            def exact_fit(cp: Any) -> tuple[float, float, int]:
+                t0 = time.perf_counter()
+                resid = X.residual_norm_sq(cp.weights, list(cp.factors))
+                took = time.perf_counter() - t0
+                return 1.0 - math.sqrt(max(resid, 0.0) / normX2), took, X.reset_bytes_read()
+
+            fit, exact_s, exact_bytes = exact_fit(res.cp)
+            if cluster is None:  # as many sweeps again, from where it stopped
+                out["fit_first_half"] = fit
+                res = spals(X, rank, init=res.cp, max_iter=iters, tol=0, rng=seed + 1)
+                n2 = res.n_iter
+                per_bytes += [X.reset_bytes_read() // max(n2, 1)] * n2
+                times += [times[-1] + t for t in res.history.time]
+                fit, exact_s, exact_bytes = exact_fit(res.cp)
         sent = _sent(client) - sent0
-        t = np.asarray(res.history.time)
-        out: dict[str, Any] = {
-            "method": method, "scheduler": "threads" if cluster is None else "LocalCluster",
-            "iters": res.n_iter, "per_iter_s": np.diff(np.concatenate([[0.0], t])).tolist(),
+        t = np.asarray(times)
+        out.update({
+            "iters": len(times), "per_iter_s": np.diff(np.concatenate([[0.0], t])).tolist(),
             "fit": fit, "exact_fit_s": exact_s, "exact_fit_bytes": exact_bytes,
             "bytes_per_iter": per_bytes, "peak_rss_bytes": _peak_rss_bytes(),
-        }
+        })
         if client is not None:
             out["bytes_between_workers"] = sent
             out["worker_peak_rss_bytes"] = list(client.run(_peak_rss_bytes).values())
@@ -198,7 +234,15 @@ def main() -> None:
     p.add_argument("--shape", default=",".join(map(str, AMAZON_SHAPE)),
                    help="comma-separated shape (default: the Amazon review tensor's)")
     p.add_argument("--rank", type=int, default=10, help="planted and fitted rank (default: 10)")
-    p.add_argument("--iters", type=int, default=3, help="sweeps per method (default: 3)")
+    p.add_argument("--iters", type=int, default=10,
+                   help="SPALS sweeps per half of its run (default: 10)")
+    p.add_argument("--max-iter", type=int, default=30, help="ALS sweep cap (default: 30)")
+    p.add_argument("--tol", type=float, default=1e-4,
+                   help="ALS stops when its relative error changes less (default: 1e-4)")
+    p.add_argument("--cluster-iters", type=int, default=3,
+                   help="sweeps per method on the LocalCluster (default: 3)")
+    p.add_argument("--init", choices=("svd", "random"), default="svd",
+                   help="shared initial factors (default: svd)")
     p.add_argument("--store", default=None,
                    help=f"store folder (default: {DEFAULT_STORE_DIR}/<shape>-<nnz>, git-ignored)")
     p.add_argument("--partition-nnz", type=int, default=1 << 23,
@@ -224,16 +268,38 @@ def main() -> None:
           f"{info['store_bytes'] / 2**30:.2f} GiB ({info['primary_bytes'] / 2**30:.2f} GiB "
           "per pass over the nonzeros)", flush=True)
     runs = []
-    clusters: list[dict | None] = [None]
-    if not args.no_cluster:
-        clusters.append({"workers": args.workers, "threads_per_worker": args.threads_per_worker})
-    for cluster in clusters:
-        for method in ("als", "spals"):
-            r = _spawn(_run, str(store), method, args.rank, args.iters, args.seed, cluster)
+    with tempfile.TemporaryDirectory() as tmp:
+        init_path = str(Path(tmp) / "init.npz")
+        info.update(_spawn(_make_init, str(store), args.rank, args.init, args.seed, init_path))
+        print(f"init={args.init}: {info['init_s']:.1f} s", flush=True)
+        plan: list[tuple[dict | None, str, int, float]] = [
+            (None, "als", args.max_iter, args.tol), (None, "spals", args.iters, 0.0)]
+        if not args.no_cluster:
+            cl = {"workers": args.workers, "threads_per_worker": args.threads_per_worker}
+            plan += [(cl, "als", args.cluster_iters, 0.0), (cl, "spals", args.cluster_iters, 0.0)]
+        for cluster, method, iters, tol in plan:
+            r = _spawn(_run, str(store), method, args.rank, iters, tol, args.seed, cluster,
+                       init_path)
             runs.append(r)
-            print(f"{method:6s} {r['scheduler']:12s} fit {r['fit']:.6f}  "
+            print(f"{method:6s} {r['scheduler']:12s} {r['iters']:3d} sweeps  fit {r['fit']:.6f}  "
                   f"{np.median(r['per_iter_s']):.3f} s/iter  "
                   f"{np.median(r['bytes_per_iter']) / 2**20:.1f} MiB/iter", flush=True)
+    als = next(r for r in runs if r["method"] == "als" and r["scheduler"] == "threads")
+    sp = next(r for r in runs if r["method"] == "spals" and r["scheduler"] == "threads")
+    speedup = float(np.median(als["per_iter_s"]) / np.median(sp["per_iter_s"]))
+    summary = {
+        "spals_speedup_per_iter": speedup,
+        "als_sweeps": als["iters"], "als_converged": als["iters"] < args.max_iter,
+        "fit_ratio_spals_to_als": sp["fit"] / als["fit"] if als["fit"] else float("nan"),
+        "spals_fit_change_second_half": sp["fit"] - sp.get("fit_first_half", sp["fit"]),
+        "spals_read_fraction": float(np.median(sp["bytes_per_iter"])) / info["store_bytes"],
+    }
+    for cluster_run in (r for r in runs if r["scheduler"] == "LocalCluster"):
+        k = cluster_run["iters"]
+        if cluster_run["method"] == "als" and len(als["fit_history"]) >= k:
+            summary["cluster_als_fit_minus_threads"] = (cluster_run["fit"]
+                                                        - als["fit_history"][k - 1])
+    print("summary:", json.dumps(summary, indent=1))
     rows = []
     for r in runs:
         med_bytes = float(np.median(r["bytes_per_iter"]))
@@ -246,7 +312,8 @@ def main() -> None:
               "peak RSS GiB", "MiB between workers"]
     print(_common.format_table(rows, header))
     payload = {"machine": _common.machine_info(N_THREADS), "store": info, "rank": args.rank,
-               "iters": args.iters, "seed": args.seed, "runs": runs}
+               "iters": args.iters, "max_iter": args.max_iter, "tol": args.tol,
+               "init": args.init, "seed": args.seed, "summary": summary, "runs": runs}
     name = "sparse_store" + (f"_{args.tag}" if args.tag else "")
     out = Path(args.out) if args.out else None
     print("wrote", _common.write_json(name, payload, out=out))
