@@ -37,9 +37,10 @@ def _random_init(shape, rank, seed=7):
 # ----------------------------------------------------------------- recovery
 @pytest.mark.parametrize("missing", METHODS)
 @pytest.mark.parametrize("frac", [0.5, 0.9])
-@pytest.mark.parametrize("shape, rank", [((40, 40, 40), 3),
-                                         pytest.param((100, 100, 100), 5,
-                                                      marks=pytest.mark.slow)])
+@pytest.mark.parametrize("shape, rank", [
+    pytest.param((40, 40, 40), 3, id="40^3-R3"),
+    pytest.param((100, 100, 100), 5, id="100^3-R5", marks=pytest.mark.slow),
+])
 def test_recovers_planted(missing, frac, shape, rank):
     X, M, truth = _problem(shape, rank, frac, seed=1)
     res = cp_als(X, rank, mask=M, missing=missing, rng=0, max_iter=3000, tol=1e-14)
