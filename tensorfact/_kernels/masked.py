@@ -29,9 +29,10 @@ import numba
 import numpy as np
 
 from .. import _backend as B
-from .sparse import _cp_values, cp_values_numba, stack_factors
+from .sparse import _cp_values, cp_values_numba, mttkrp_numba, stack_factors
 
-__all__ = ["cp_values", "cp_values_xp", "mode_layout", "row_solve_numba", "row_solve_xp"]
+__all__ = ["cp_values", "cp_values_xp", "mode_layout", "mttkrp_sorted", "row_solve_numba",
+           "row_solve_xp"]
 
 #: Elements of workspace the pure-xp twins may allocate per block.
 _BLOCK = 1 << 21
@@ -86,11 +87,34 @@ def _cholesky_solve(G, b, delta, floor, L, y, x):  # pragma: no cover - compiled
     return True
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _krp_row(others, u, F, offsets, k):  # pragma: no cover - compiled
+    """``k = *_j F[offsets[j] + others[u, j], :]``: the Khatri-Rao row of entry ``u``."""
+    for r in range(k.shape[0]):
+        k[r] = 1.0
+    for j in range(others.shape[1]):
+        row = offsets[j] + others[u, j]
+        for r in range(k.shape[0]):
+            k[r] *= F[row, r]
+
+
+@numba.njit(cache=True, nogil=True)
+def _mttkrp_by_rows(rowptr, others, vals, F, offsets, out):  # pragma: no cover - compiled
+    k = np.empty(F.shape[1], dtype=np.float64)
+    for i in range(rowptr.shape[0] - 1):
+        for r in range(F.shape[1]):
+            out[i, r] = 0.0
+        for u in range(rowptr[i], rowptr[i + 1]):
+            _krp_row(others, u, F, offsets, k)
+            v = np.float64(vals[u])
+            for r in range(F.shape[1]):
+                out[i, r] += v * k[r]
+
+
 def _row_solves_py(rowptr, others, vals, F, offsets, l2_reg, eps, out,
                    ridged):  # pragma: no cover - compiled
     n_rows = rowptr.shape[0] - 1
     R = F.shape[1]
-    M = others.shape[1]
     for i in numba.prange(n_rows):
         s = rowptr[i]
         e = rowptr[i + 1]
@@ -103,12 +127,7 @@ def _row_solves_py(rowptr, others, vals, F, offsets, l2_reg, eps, out,
         b = np.zeros(R, dtype=np.float64)
         k = np.empty(R, dtype=np.float64)
         for u in range(s, e):
-            for r in range(R):
-                k[r] = 1.0
-            for j in range(M):
-                row = offsets[j] + others[u, j]
-                for r in range(R):
-                    k[r] *= F[row, r]
+            _krp_row(others, u, F, offsets, k)
             v = np.float64(vals[u])
             for r in range(R):
                 b[r] += v * k[r]
@@ -172,6 +191,25 @@ def row_solve_numba(perm_layout: tuple[np.ndarray, np.ndarray, np.ndarray], valu
     kernel(rowptr, others, np.ascontiguousarray(values[perm]), F, offsets, float(l2_reg), eps,
            out, ridged)
     return out.astype(dtype, copy=False), int(ridged.sum())
+
+
+def mttkrp_sorted(perm_layout: tuple[np.ndarray, np.ndarray, np.ndarray], values: np.ndarray,
+                  factors: list[np.ndarray], mode: int) -> np.ndarray:
+    """Sparse MTTKRP on a `mode_layout`, values in storage order (``mttkrp_numba``'s result).
+
+    Below about a million multiply-adds one thread walks the rows in order;
+    larger problems go to ``mttkrp_numba`` (parallel over balanced chunks).
+    """
+    perm, rowptr, others = perm_layout
+    vals = np.ascontiguousarray(values[perm])
+    R = int(factors[0].shape[1])
+    if vals.shape[0] * R * len(factors) >= _PARALLEL_MIN:
+        return mttkrp_numba(rowptr, others, vals, factors, mode)
+    dtype = np.result_type(*[A.dtype for A in factors])
+    F, offsets = stack_factors([A for m, A in enumerate(factors) if m != mode], np.float64)
+    out = np.empty((rowptr.shape[0] - 1, R), dtype=np.float64)
+    _mttkrp_by_rows(rowptr, others, vals, F, offsets, out)
+    return out.astype(dtype, copy=False)
 
 
 def _row_products(xp: ModuleType, factors: list[Any], rows: list[Any]) -> Any:

@@ -28,8 +28,15 @@ from typing import Any
 import numpy as np
 
 from .. import _backend as B
-from .._kernels.masked import cp_values, cp_values_xp, mode_layout, row_solve_numba, row_solve_xp
-from .._kernels.sparse import mttkrp_numba, mttkrp_xp
+from .._kernels.masked import (
+    cp_values,
+    cp_values_xp,
+    mode_layout,
+    mttkrp_sorted,
+    row_solve_numba,
+    row_solve_xp,
+)
+from .._kernels.sparse import mttkrp_xp
 from .._validation import ArgumentTypeError, check_rank, check_tensor, describe
 from ..formats import SparseTensor, TensorFormat
 from ..tensors.cp import CPTensor
@@ -203,8 +210,7 @@ class _Observed:
 
     def mttkrp(self, r: Any, factors: list[Any], n: int) -> Any:
         if self.numba:
-            perm, rowptr, others = self.layouts[n]
-            return mttkrp_numba(rowptr, others, np.ascontiguousarray(r[perm]), factors, n)
+            return mttkrp_sorted(self.layouts[n], r, factors, n)
         return mttkrp_xp(self.xp, self.coords, r, factors, n, self.shape[n])
 
 

@@ -8,7 +8,8 @@ import pytest
 import tensorfact as tf
 from tensorfact import CPTensor, SparseTensor, cp_als
 from tensorfact import _backend as B
-from tensorfact._kernels.masked import mode_layout, row_solve_numba, row_solve_xp
+from tensorfact._kernels.masked import mode_layout, mttkrp_sorted, row_solve_numba, row_solve_xp
+from tensorfact._kernels.sparse import mttkrp_xp
 from tensorfact.datasets import planted_cp
 
 METHODS = ["weighted", "em"]
@@ -180,6 +181,21 @@ def test_row_solve_numba_matches_twin_and_dense_reference(l2_reg):
         x = vals[coords[:, 0] == i]
         ref = np.linalg.solve(K.T @ K + l2_reg * np.eye(R), K.T @ x)
         np.testing.assert_allclose(A[i], ref, rtol=1e-8, atol=1e-10)
+
+
+@pytest.mark.parametrize("n_obs", [300, 200_000])  # one thread; mttkrp_numba's chunks
+def test_mttkrp_sorted_matches_twin(n_obs):
+    import array_api_compat.numpy as xnp
+
+    g = np.random.default_rng(13)
+    shape, R = (40, 50, 60), 3
+    coords = np.unique(np.stack([g.integers(0, s, n_obs) for s in shape], axis=1), axis=0)
+    vals = g.standard_normal(coords.shape[0])
+    factors = [g.standard_normal((s, R)) for s in shape]
+    for mode in range(3):
+        got = mttkrp_sorted(mode_layout(coords, mode, shape[mode]), vals, factors, mode)
+        ref = mttkrp_xp(xnp, coords, vals, factors, mode, shape[mode])
+        np.testing.assert_allclose(got, ref, rtol=1e-10, atol=1e-10)
 
 
 def test_empty_slices_warn_and_get_zero_rows():
