@@ -42,18 +42,22 @@ def mode_layout(coords: np.ndarray, mode: int, n_rows: int
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(perm, rowptr, others)``: entries sorted by their ``mode`` index.
 
-    ``perm`` is the stable sorting permutation (values of that mode's sort are
+    ``perm`` is the stable sorting permutation (the values in that order are
     ``values[perm]``), entries of row ``i`` occupy ``rowptr[i]:rowptr[i + 1]``,
     and ``others`` holds the other modes' indices (increasing mode order) in
-    sorted order, int32 when they fit.
+    sorted order; ``perm`` and ``others`` are int32 when they fit.
     """
     col = coords[:, mode]
-    perm = np.argsort(col, kind="stable").astype(np.int64)
+    perm = np.argsort(col, kind="stable")
+    if coords.shape[0] < 2**31 - 1:
+        perm = perm.astype(np.int32)
     rowptr = np.zeros(n_rows + 1, dtype=np.int64)
     np.cumsum(np.bincount(col, minlength=n_rows), out=rowptr[1:])
     cols = [m for m in range(coords.shape[1]) if m != mode]
     small = coords.shape[0] == 0 or int(coords.max()) < 2**31 - 1
-    others = np.ascontiguousarray(coords[perm][:, cols], dtype=np.int32 if small else np.int64)
+    others = np.empty((coords.shape[0], len(cols)), dtype=np.int32 if small else np.int64)
+    for j, m in enumerate(cols):  # column by column: no (n_obs, N) temporary
+        others[:, j] = coords[perm, m]
     return perm, rowptr, others
 
 

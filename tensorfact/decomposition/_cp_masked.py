@@ -71,11 +71,13 @@ def cp_als_masked(X: Any, rank: Any, *, mask: Any, missing: str, init: Any, max_
     obs, scale, normX2 = scaled_data(obs)
     if normX2 == 0.0:
         return zero_result(obs, R)
-    solver = _Observed(obs)
+    solver: _Observed | None = None
     best: CPALSResult | None = None
     for run in range(n_init):
         run_init = init if run == 0 else "random"
         factors = initial_factors(obs, R, run_init, gen)
+        if solver is None:  # after the SVD's temporaries are gone: a lower peak of memory
+            solver = _Observed(obs)
         opts = dict(max_iter=max_iter, tol=tol, l2_reg=l2_reg, callback=callback,
                     verbose=verbose)
         if missing == "weighted":
