@@ -29,7 +29,7 @@ import numba
 import numpy as np
 
 from .. import _backend as B
-from .sparse import _cp_values, cp_values_numba, mttkrp_numba, stack_factors
+from .sparse import _cp_values, _row_products, cp_values_numba, mttkrp_numba, stack_factors
 
 __all__ = ["cp_values", "cp_values_xp", "mode_layout", "mttkrp_sorted", "row_solve_numba",
            "row_solve_xp"]
@@ -214,13 +214,6 @@ def mttkrp_sorted(perm_layout: tuple[np.ndarray, np.ndarray, np.ndarray], values
     out = np.empty((rowptr.shape[0] - 1, R), dtype=np.float64)
     _mttkrp_by_rows(rowptr, others, vals, F, offsets, out)
     return out.astype(dtype, copy=False)
-
-
-def _row_products(xp: ModuleType, factors: list[Any], rows: list[Any]) -> Any:
-    out = xp.take(factors[0], rows[0], axis=0)
-    for A, i in zip(factors[1:], rows[1:]):
-        out = out * xp.take(A, i, axis=0)
-    return out
 
 
 def row_solve_xp(xp: ModuleType, coords: Any, values: Any, factors: list[Any], mode: int, *,
