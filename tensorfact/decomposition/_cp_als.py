@@ -115,12 +115,14 @@ def cp_als(
         normal equations over its observed entries. ``"em"``: expectation
         maximisation, missing entries imputed from the current model before
         each sweep (TensorLy's masked ``parafac``). The default was chosen
-        by the iteration counts in ``docs/missing-data.md``.
+        by the iteration counts in ``docs/missing-data.md``. Checked but
+        unused without ``mask``.
 
     Returns
     -------
     CPALSResult
-        ``(cp, n_iter, converged, rel_error, history)``.
+        ``(cp, n_iter, converged, rel_error, history)``; with ``mask`` the
+        errors are over the observed entries.
 
     Raises
     ------
