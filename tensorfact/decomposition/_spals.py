@@ -42,6 +42,10 @@ logger = logging.getLogger("tensorfact.spals")
 
 Callback = Callable[[int, CPTensor, float], Any]
 
+#: components larger than this times ||X|| must cancel each other: the model's
+#: entries would keep fewer than half of the floating-point digits
+_DEGENERATE = 1e8
+
 
 def spals_sample_count(shape: tuple[int, ...], rank: int, mode: int, *, alpha: float) -> int:
     """Number of draws for the mode-``mode`` update: the SPALS rule.
@@ -187,7 +191,10 @@ def spals(
     TypeError
         Complex ``X``; ``init`` from another namespace or dtype.
     FloatingPointError
-        If an iterate becomes non-finite.
+        If an iterate becomes non-finite, or the first sweep already gives
+        degenerate components (norm above ``1e8 ||X||``, cancelling each
+        other). Degenerate components in a later sweep stop the run with a
+        ``RuntimeWarning`` and return the previous sweep's model.
 
     References
     ----------
@@ -284,6 +291,13 @@ class _LoopFactors:
             A = self._dense[n] = expand_rows(self.xp, self.n_rows[n], index, A_rows)
         return A
 
+    def state(self) -> tuple[list[Any], list[Any]]:
+        """The current factors (references: the setters replace, never modify)."""
+        return list(self._dense), list(self._rows)
+
+    def restore(self, state: tuple[list[Any], list[Any]]) -> None:
+        self._dense, self._rows = list(state[0]), list(state[1])
+
     def all_dense(self) -> list[Any]:
         return [self.dense(n) for n in range(len(self.n_rows))]
 
@@ -332,6 +346,7 @@ def _sampled_als(data: TensorFormat, init_factors: list[Any], normX2: float, sca
     with monitor:
         for it in monitor.iterations():
             resid = 0.0
+            before = (F.state(), weights)
             for n in range(N):
                 others = [m for m in range(N) if m != n]
                 sample = rows_sampler.sample(others, counts[n], gen, tau)
@@ -364,6 +379,23 @@ def _sampled_als(data: TensorFormat, init_factors: list[Any], normX2: float, sca
                     grams[n] = xp.matrix_transpose(F.dense(n)) @ F.dense(n)
                     rows_sampler.update(n, F.dense(n), grams[n])
                 weights = lam
+            largest = B.to_float(xp.max(xp.abs(weights)))
+            if largest > _DEGENERATE * math.sqrt(normX2) and math.isfinite(largest):
+                ratio = largest / math.sqrt(normX2)
+                if monitor.n_iter == 0:
+                    raise FloatingPointError(
+                        f"spals diverged in its first sweep: a component of norm {ratio:.3g} "
+                        "times ||X|| (components that cancel each other); try more samples "
+                        "(alpha), method='qr', another init or a lower rank")
+                warnings.warn(
+                    f"spals stopped at sweep {it}: its components degenerated (a component "
+                    f"of norm {ratio:.3g} times ||X||, cancelled by others, so the model's "
+                    "entries would lose most of their digits); returning the model of the "
+                    "sweep before. Try more samples (alpha), method='qr' or a lower rank",
+                    RuntimeWarning, stacklevel=3)
+                F.restore(before[0])
+                weights = before[1]
+                break
             if exact_fit_every is not None and (it % exact_fit_every == 0 or it == max_iter):
                 resid = data.residual_norm_sq(weights, F.all_dense())
             rel = math.sqrt(max(resid, 0.0) / normX2)

@@ -54,9 +54,8 @@ def test_default_init_is_svd_for_sparse_data_and_random_for_dense():
 def test_sparse_data_from_the_default_start_reaches_the_noise_floor():
     # random factors would put the leverage on the (almost all empty) fibers
     # without data; the default SVD start puts it where the nonzeros are
-    from tensorfact.datasets import planted_sparse_cp
-
     from tensorfact import as_format
+    from tensorfact.datasets import planted_sparse_cp
 
     X, truth = planted_sparse_cp((4000, 3000, 2000), 3, 20000, noise=0.1, exact=True, rng=1)
     F = as_format(X)
@@ -186,3 +185,15 @@ def _host(a):
     from tensorfact._backend import to_numpy
 
     return to_numpy(a)
+
+
+def test_degenerate_components_stop_the_run_with_a_warning():
+    # integer data whose sampled rows make two components cancel: weights
+    # reach ~1e13 ||X|| in the third sweep; the run stops there and returns
+    # the second sweep's model, whose reported error is its own
+    X = np.round(planted_cp((6, 5, 2, 3), 2, noise=0.1, rng=32823)[0] * 3)
+    with pytest.warns(RuntimeWarning, match="degenerated"):
+        res = spals(X, 2, max_iter=3, tol=0.0, rng=0, exact_fit_every=1)
+    assert res.n_iter == 2 and not res.converged
+    assert float(np.max(np.abs(res.cp.weights))) < 1e8 * np.linalg.norm(X)
+    assert res.rel_error == pytest.approx(_rel_error(X, res.cp), rel=1e-12)
