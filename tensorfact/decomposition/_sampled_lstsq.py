@@ -311,6 +311,22 @@ def expand_rows(xp: ModuleType, n: int, index: Any, rows: Any) -> Any:
     return B.scatter_add(xp, n, index, rows)
 
 
+def _distinct_rows(xp: ModuleType, col: Any, n: int) -> tuple[Any, Any]:
+    """``(sorted distinct values of col, position of each entry among them)``.
+
+    NumPy with many entries for the range ``[0, n)``: a marker array and a
+    cumulative sum, ``O(len(col) + n)`` (a sort would cost
+    ``O(len(col) log len(col))``); otherwise ``unique_inverse``.
+    """
+    m = int(col.shape[0])
+    if B.is_numpy(xp) and m * math.log2(m + 2) > n:
+        mark = np.zeros(n, dtype=bool)
+        mark[col] = True
+        pos = np.cumsum(mark, dtype=np.int64) - 1
+        return np.flatnonzero(mark), pos[col]
+    return xp.unique_inverse(col)
+
+
 def solve_sampled_rows(xp: ModuleType, factors: Sequence[Any], sample: KRPSample, rows: Any,
                        method: str, *, grams: Sequence[Any] | None = None, K: Any = None
                        ) -> tuple[Any | None, Any, float]:
@@ -325,7 +341,7 @@ def solve_sampled_rows(xp: ModuleType, factors: Sequence[Any], sample: KRPSample
     """
     out_rows = None
     if isinstance(rows, SparseRows):
-        out_rows, inverse = xp.unique_inverse(rows.col)
+        out_rows, inverse = _distinct_rows(xp, rows.col, rows.n_columns)
         rows = SparseRows(rows.row, inverse, rows.val, max(int(out_rows.shape[0]), 1))
     like = factors[0]
     dt = like.dtype
