@@ -455,3 +455,17 @@ def test_import_tensorfact_does_not_import_dask():
             "assert 'dask' not in sys.modules; tensorfact.formats.DaskSparseTensor; "
             "assert 'dask' in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("stride", [1, 2, 3, 16])
+def test_fenced_search_equals_searchsorted(stride):
+    # runs of equal keys across fence blocks, queries below, between and above
+    from tensorfact.formats.dask_sparse._kernels import fenced_search
+
+    rng = np.random.default_rng(stride)
+    for _ in range(50):
+        keys = np.sort(rng.integers(0, 20, int(rng.integers(1, 200)))).astype(np.int64)
+        q = rng.integers(-2, 23, 40).astype(np.int64)
+        lo, hi = fenced_search(keys, keys[::stride].copy(), stride, q)
+        np.testing.assert_array_equal(lo, np.searchsorted(keys, q, "left"))
+        np.testing.assert_array_equal(hi, np.searchsorted(keys, q, "right"))

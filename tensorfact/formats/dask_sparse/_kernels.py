@@ -14,7 +14,7 @@ import numpy as np
 
 from ..._kernels.sparse import cp_at_nonzeros_serial
 
-__all__ = ["coo_mttkrp", "cp_residual_terms"]
+__all__ = ["coo_mttkrp", "cp_residual_terms", "fenced_search"]
 
 
 @numba.njit(cache=True, nogil=True)
@@ -86,3 +86,62 @@ def cp_residual_terms(coords: np.ndarray, values: np.ndarray, F: np.ndarray,
     """
     a, b = cp_at_nonzeros_serial(coords, values, F, offsets, weights)
     return float(a), float(b)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _count_below(a, v, strict):  # pragma: no cover - compiled
+    """Entries of sorted ``a`` that are ``< v`` (strict) or ``<= v``."""
+    lo, hi = 0, a.shape[0]
+    while lo < hi:
+        m = (lo + hi) >> 1
+        if a[m] < v or (not strict and a[m] == v):
+            lo = m + 1
+        else:
+            hi = m
+    return lo
+
+
+@numba.njit(cache=True, nogil=True)
+def _search_range(keys, v, start, end, strict):  # pragma: no cover - compiled
+    lo, hi = start, end
+    while lo < hi:
+        m = (lo + hi) >> 1
+        if keys[m] < v or (not strict and keys[m] == v):
+            lo = m + 1
+        else:
+            hi = m
+    return lo
+
+
+@numba.njit(cache=True, nogil=True)
+def _fenced_search(keys, fence, stride, q, lo, hi):  # pragma: no cover - compiled
+    n = keys.shape[0]
+    for t in range(q.shape[0]):
+        v = q[t]
+        for side in range(2):
+            strict = side == 0  # left: first key >= v; right: first key > v
+            # fence[a - 1] (below v) bounds the answer from below, fence[a]
+            # (not below v) from above: one block of the file is searched
+            a = _count_below(fence, v, strict)
+            start = 0 if a == 0 else (a - 1) * stride
+            end = min(n, a * stride)
+            pos = _search_range(keys, v, start, end, strict)
+            if side == 0:
+                lo[t] = pos
+            else:
+                hi[t] = pos
+
+
+def fenced_search(keys: np.ndarray, fence: np.ndarray, stride: int, q: np.ndarray
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """``np.searchsorted(keys, q, "left")`` and ``"right"``, through a fence.
+
+    ``fence = keys[::stride]`` (in memory): each search reads one block of
+    about ``stride`` keys of ``keys`` (a memory-mapped file) instead of the
+    scattered pages of a binary search over all of it.
+    """
+    lo = np.empty(q.shape[0], dtype=np.int64)
+    hi = np.empty(q.shape[0], dtype=np.int64)
+    if q.shape[0]:
+        _fenced_search(keys, fence, stride, q, lo, hi)
+    return lo, hi

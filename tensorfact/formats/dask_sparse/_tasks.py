@@ -96,6 +96,22 @@ def gram(part: Partition, n_rows: int) -> tuple[np.ndarray, int]:
     return G, sum(r.data_nbytes for r in part.arrays.values())
 
 
+#: one key in this many of a fiber index is kept in memory (the fence): a search
+#: then reads one block of ``FENCE_STRIDE`` keys (32 KiB) of the file, not the
+#: ``log2(nnz)`` scattered pages of a binary search over all of it
+FENCE_STRIDE = 4096
+
+_FENCES: dict[str, np.ndarray] = {}
+
+
+def _fence(ref: Any, keys: np.ndarray) -> np.ndarray:
+    """Every `FENCE_STRIDE`-th key of a fiber-index file, read once per process."""
+    fence = _FENCES.get(ref.path)
+    if fence is None or fence.shape[0] != -(-keys.shape[0] // FENCE_STRIDE):
+        fence = _FENCES[ref.path] = np.array(keys[::FENCE_STRIDE])
+    return fence
+
+
 def fibers(part: Partition, sample_keys: np.ndarray, sample_ids: np.ndarray
            ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     """The entries of the fibers with the given keys in one fiber-index partition.
@@ -108,8 +124,8 @@ def fibers(part: Partition, sample_keys: np.ndarray, sample_ids: np.ndarray
     """
     kref, iref, vref = part.arrays["keys"], part.arrays["index"], part.arrays["values"]
     keys = kref.open()
-    lo = np.searchsorted(keys, sample_keys, side="left")
-    hi = np.searchsorted(keys, sample_keys, side="right")
+    lo, hi = K.fenced_search(keys, _fence(kref, keys), FENCE_STRIDE,
+                             np.ascontiguousarray(sample_keys, dtype=keys.dtype))
     counts = (hi - lo).astype(np.int64)
     total = int(counts.sum())
     probes = 2 * math.ceil(math.log2(part.nnz + 1)) * int(sample_keys.shape[0]) * 8

@@ -486,10 +486,14 @@ class DaskSparseTensor:
         results = G.compute(*tasks)
         self._count(sum(r[3] for r in results))
         pos = np.concatenate([r[0] for r in results])
-        order = np.argsort(pos, kind="stable")
-        col = np.concatenate([r[1] for r in results])[order]
-        val = np.concatenate([r[2] for r in results])[order]
-        return SparseRows(pos[order], col, val, self.shape[mode])
+        col = np.concatenate([r[1] for r in results])
+        val = np.concatenate([r[2] for r in results])
+        if pos.shape[0] > 1 and not bool(np.all(pos[1:] >= pos[:-1])):
+            # samples not in key order (the solvers' are: then the partitions'
+            # results, in partition order, are already in sample order)
+            order = np.argsort(pos, kind="stable")
+            pos, col, val = pos[order], col[order], val[order]
+        return SparseRows(pos, col, val, self.shape[mode])
 
 
 def _check_indices(idx: np.ndarray, dims: tuple[int, ...], modes: list[int]) -> None:
