@@ -148,7 +148,8 @@ def _make_init(store: str, rank: int, kind: str, seed: int, path: str) -> dict[s
 
 
 def _run(store: str, method: str, rank: int, iters: int, tol: float, seed: int,
-         cluster: dict | None, init_path: str) -> dict[str, Any]:
+         cluster: dict | None, init_path: str, first: int = 0,
+         model_path: str | None = None) -> dict[str, Any]:
     from tensorfact import CPTensor, cp_als, spals
     from tensorfact.formats import DaskSparseTensor
 
@@ -184,24 +185,31 @@ def _run(store: str, method: str, rank: int, iters: int, tol: float, seed: int,
             exact_s, exact_bytes = 0.0, 0
             times = list(res.history.time)
         else:
-            res = spals(X, rank, init=init, max_iter=iters, tol=0, rng=seed)
-            per_bytes = [X.reset_bytes_read() // max(res.n_iter, 1)] * res.n_iter
-            times = list(res.history.time)
-
             def exact_fit(cp: Any) -> tuple[float, float, int]:
                 t0 = time.perf_counter()
                 resid = X.residual_norm_sq(cp.weights, list(cp.factors))
                 took = time.perf_counter() - t0
                 return 1.0 - math.sqrt(max(resid, 0.0) / normX2), took, X.reset_bytes_read()
 
-            fit, exact_s, exact_bytes = exact_fit(res.cp)
-            if cluster is None:  # as many sweeps again, from where it stopped
-                out["fit_first_half"] = fit
-                res = spals(X, rank, init=res.cp, max_iter=iters, tol=0, rng=seed + 1)
-                n2 = res.n_iter
-                per_bytes += [X.reset_bytes_read() // max(n2, 1)] * n2
-                times += [times[-1] + t for t in res.history.time]
-                fit, exact_s, exact_bytes = exact_fit(res.cp)
+            # segments of sweeps, an exact fit after each: the first `first`
+            # sweeps (compared with the cluster run), the rest of the first
+            # half, and a second half from where it stopped
+            segments = [first, iters - first, iters] if cluster is None and first else \
+                [iters] if cluster is not None else [iters, iters]
+            cp, times, per_bytes, fits = init, [], [], []
+            for k, n_sweeps in enumerate(s for s in segments if s > 0):
+                res = spals(X, rank, init=cp, max_iter=n_sweeps, tol=0, rng=seed + k)
+                per_bytes += [X.reset_bytes_read() // max(res.n_iter, 1)] * res.n_iter
+                offset = times[-1] if times else 0.0
+                times += [offset + t for t in res.history.time]
+                cp = res.cp
+                fit, exact_s, exact_bytes = exact_fit(cp)
+                fits.append({"sweeps": len(times), "fit": fit})
+            out["fit_segments"] = fits
+            if model_path is not None:
+                w = np.asarray(cp.weights)
+                np.savez(model_path, *([np.asarray(cp.factors[0]) * w[None, :]]
+                                       + [np.asarray(A) for A in cp.factors[1:]]))
         sent = _sent(client) - sent0
         t = np.asarray(times)
         out.update({
@@ -272,26 +280,38 @@ def main() -> None:
         init_path = str(Path(tmp) / "init.npz")
         info.update(_spawn(_make_init, str(store), args.rank, args.init, args.seed, init_path))
         print(f"init={args.init}: {info['init_s']:.1f} s", flush=True)
-        plan: list[tuple[dict | None, str, int, float]] = [
-            (None, "als", args.max_iter, args.tol), (None, "spals", args.iters, 0.0)]
+        spals_model = str(Path(tmp) / "spals_model.npz")
+        first = 0 if args.no_cluster else args.cluster_iters
+        plan: list[tuple[dict | None, str, int, float, str]] = [
+            (None, "als", args.max_iter, args.tol, init_path),
+            (None, "spals", args.iters, 0.0, init_path),
+            # exact ALS from SPALS's final model: how far that model is from an
+            # ALS fixed point
+            (None, "als", args.max_iter, args.tol, spals_model)]
         if not args.no_cluster:
             cl = {"workers": args.workers, "threads_per_worker": args.threads_per_worker}
-            plan += [(cl, "als", args.cluster_iters, 0.0), (cl, "spals", args.cluster_iters, 0.0)]
-        for cluster, method, iters, tol in plan:
+            plan += [(cl, "als", args.cluster_iters, 0.0, init_path),
+                     (cl, "spals", args.cluster_iters, 0.0, init_path)]
+        for cluster, method, iters, tol, start in plan:
             r = _spawn(_run, str(store), method, args.rank, iters, tol, args.seed, cluster,
-                       init_path)
+                       start, first, spals_model if method == "spals" else None)
+            r["start"] = "spals model" if start == spals_model else args.init
             runs.append(r)
-            print(f"{method:6s} {r['scheduler']:12s} {r['iters']:3d} sweeps  fit {r['fit']:.6f}  "
+            print(f"{method:6s} {r['scheduler']:12s} from {r['start']:11s} {r['iters']:3d} sweeps  "
+                  f"fit {r['fit']:.6f}  "
                   f"{np.median(r['per_iter_s']):.3f} s/iter  "
                   f"{np.median(r['bytes_per_iter']) / 2**20:.1f} MiB/iter", flush=True)
     als = next(r for r in runs if r["method"] == "als" and r["scheduler"] == "threads")
     sp = next(r for r in runs if r["method"] == "spals" and r["scheduler"] == "threads")
+    polish = next(r for r in runs if r["start"] == "spals model")
     speedup = float(np.median(als["per_iter_s"]) / np.median(sp["per_iter_s"]))
     summary = {
         "spals_speedup_per_iter": speedup,
         "als_sweeps": als["iters"], "als_converged": als["iters"] < args.max_iter,
         "fit_ratio_spals_to_als": sp["fit"] / als["fit"] if als["fit"] else float("nan"),
-        "spals_fit_change_second_half": sp["fit"] - sp.get("fit_first_half", sp["fit"]),
+        "spals_fit_change_second_half": sp["fit"] - sp["fit_segments"][-2]["fit"],
+        "als_from_spals_model_fit": polish["fit"],
+        "als_from_spals_model_sweeps": polish["iters"],
         "spals_read_fraction": float(np.median(sp["bytes_per_iter"])) / info["store_bytes"],
     }
     for cluster_run in (r for r in runs if r["scheduler"] == "LocalCluster"):
@@ -299,17 +319,20 @@ def main() -> None:
         if cluster_run["method"] == "als" and len(als["fit_history"]) >= k:
             summary["cluster_als_fit_minus_threads"] = (cluster_run["fit"]
                                                         - als["fit_history"][k - 1])
+        if cluster_run["method"] == "spals" and sp["fit_segments"][0]["sweeps"] == k:
+            summary["cluster_spals_fit_minus_threads"] = (cluster_run["fit"]
+                                                          - sp["fit_segments"][0]["fit"])
     print("summary:", json.dumps(summary, indent=1))
     rows = []
     for r in runs:
         med_bytes = float(np.median(r["bytes_per_iter"]))
-        rows.append([r["method"], r["scheduler"], f"{r['fit']:.6f}",
+        rows.append([r["method"], r["scheduler"], r["start"], r["iters"], f"{r['fit']:.6f}",
                      f"{np.median(r['per_iter_s']):.3f}", f"{med_bytes / 2**20:.1f}",
                      f"{med_bytes / info['store_bytes']:.2e}",
                      f"{r['peak_rss_bytes'] / 2**30:.2f}",
                      f"{r.get('bytes_between_workers', 0) / 2**20:.1f}"])
-    header = ["method", "scheduler", "fit", "s/iter", "MiB read/iter", "read/store",
-              "peak RSS GiB", "MiB between workers"]
+    header = ["method", "scheduler", "start", "sweeps", "fit", "s/iter", "MiB read/iter",
+              "read/store", "peak RSS GiB", "MiB between workers"]
     print(_common.format_table(rows, header))
     payload = {"machine": _common.machine_info(N_THREADS), "store": info, "rank": args.rank,
                "iters": args.iters, "max_iter": args.max_iter, "tol": args.tol,
