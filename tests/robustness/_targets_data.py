@@ -97,6 +97,12 @@ def _planted(draw):
                 inputs=(v.value,), check=check)
 
 
+def _sparse_shape_variants(shape):
+    """`shape_variants` for sparse data: a huge shape with few nonzeros is fine."""
+    return [x if x.label != f"{HUGE}^3 entries" else Variant(x.label, x.value, "ok")
+            for x in shape_variants(shape)]
+
+
 @register("planted_sparse_cp", "args")
 def _planted_sparse(draw):
     shape = draw(small_shapes(2, 4))
@@ -106,7 +112,7 @@ def _planted_sparse(draw):
     args: dict = dict(shape=shape, rank=2, nnz=max(1, total // 3))
     kw: dict = dict(rng=0)
     if which == "shape":
-        vs = shape_variants(shape)
+        vs = _sparse_shape_variants(shape)
     elif which == "rank":
         vs = int_variants(2) + [Variant("10**12", 10**12, "error")]
     elif which == "nnz":
@@ -155,9 +161,8 @@ def _planted_store(draw):
         vs = [Variant("new dir", store, "ok"), Variant("str", str(store), "ok"),
               Variant("a file", f, "error"), Variant("non-empty dir", nonempty, "error"),
               Variant("None", None, "error"), Variant("3", 3, "error")]
-    elif which == "shape":  # a sparse store: a huge shape with few nonzeros is fine
-        vs = [x if x.label != f"{HUGE}^3 entries" else Variant(x.label, x.value, "ok")
-              for x in shape_variants(shape)]
+    elif which == "shape":
+        vs = _sparse_shape_variants(shape)
     elif which == "rank":
         vs = int_variants(2)
     elif which == "nnz":

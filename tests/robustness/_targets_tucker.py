@@ -258,7 +258,7 @@ def _mmd_args(draw):
         Variant("transpose", ([A.T, Bm.T], [0, 2], dict(transpose=True)), "ok"),
         Variant("skip", ([A, Bm], [0, 2], dict(skip=1)), "ok"),
         Variant("no matrices", ([], None, {}), "ok"),
-        Variant("wrong size", ([A], [1], {}), "error"),
+        Variant("wrong size", ([g.standard_normal((2, X.shape[1] + 1))], [1], {}), "error"),
         Variant("mode out of range", ([A], [3], {}), "error"),
         Variant("repeated modes", ([A, A], [0, 0], {}), "error"),
         Variant("fewer modes", ([A, Bm], [0], {}), "error"),
