@@ -88,21 +88,9 @@ def cp_residual_terms(coords: np.ndarray, values: np.ndarray, F: np.ndarray,
     return float(a), float(b)
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
-def _count_below(a, v, strict):  # pragma: no cover - compiled
-    """Entries of sorted ``a`` that are ``< v`` (strict) or ``<= v``."""
-    lo, hi = 0, a.shape[0]
-    while lo < hi:
-        m = (lo + hi) >> 1
-        if a[m] < v or (not strict and a[m] == v):
-            lo = m + 1
-        else:
-            hi = m
-    return lo
-
-
 @numba.njit(cache=True, nogil=True)
 def _search_range(keys, v, start, end, strict):  # pragma: no cover - compiled
+    """First position in ``[start, end)`` whose key is ``>= v`` (strict) or ``> v``."""
     lo, hi = start, end
     while lo < hi:
         m = (lo + hi) >> 1
@@ -122,7 +110,7 @@ def _fenced_search(keys, fence, stride, q, lo, hi):  # pragma: no cover - compil
             strict = side == 0  # left: first key >= v; right: first key > v
             # fence[a - 1] (below v) bounds the answer from below, fence[a]
             # (not below v) from above: one block of the file is searched
-            a = _count_below(fence, v, strict)
+            a = _search_range(fence, v, 0, fence.shape[0], strict)
             start = 0 if a == 0 else (a - 1) * stride
             end = min(n, a * stride)
             pos = _search_range(keys, v, start, end, strict)
