@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -71,3 +73,43 @@ def test_scaled_norm_helper():
     assert float(B.scaled_norm(xp, x)) == pytest.approx(5e200)
     np.testing.assert_allclose(B.scaled_norm(xp, np.array([[3e-200, 0.0], [4e-200, 0.0]]),
                                              axis=0), [5e-200, 0.0])
+
+
+@pytest.fixture(scope="module")
+def matrix():
+    return np.random.default_rng(1).standard_normal((12, 20))
+
+
+@pytest.mark.parametrize("c", SCALES)
+@pytest.mark.parametrize("method", ["svd", "randomized"])
+def test_nearest_kronecker_is_scale_invariant(matrix, c, method):
+    ref = tf.nearest_kronecker(matrix, (3, 4), rank=2, method=method, rng=0)
+    got = tf.nearest_kronecker(matrix * c, (3, 4), rank=2, method=method, rng=0)
+    assert got.rel_error == pytest.approx(ref.rel_error, rel=1e-10)
+    # the model's own error, computed in units of max|W| (no overflow or rounding)
+    s = np.max(np.abs(matrix * c))
+    model = np.asarray(got.kt.to_dense()) / s
+    true = np.linalg.norm(matrix * c / s - model) / np.linalg.norm(matrix * c / s)
+    assert true == pytest.approx(ref.rel_error, rel=1e-8)
+
+
+@pytest.mark.parametrize("c", SCALES)
+def test_sekron_is_scale_invariant(matrix, c):
+    shapes = [(2, 2), (3, 5), (2, 2)]
+    ref = tf.sekron(matrix, shapes, [2, 2])
+    got = tf.sekron(matrix * c, shapes, [2, 2])
+    assert got.rel_error == pytest.approx(ref.rel_error, rel=1e-10)
+    assert got.rel_error_at([1, 1]) == pytest.approx(ref.rel_error_at([1, 1]), rel=1e-10)
+
+
+@pytest.mark.parametrize("c", [2.0**-300, 2.0**-160, 2.0**160, 2.0**300])
+def test_kronecker_tensor_norm_at_extreme_scales(c):
+    # three factors scaled by c: the norm is scaled by c^3 (in range) while its
+    # square, c^6 ||K||^2, is far outside the range of float64
+    gen = np.random.default_rng(2)
+    F = [gen.standard_normal((2, s, t)) for s, t in ((2, 3), (3, 2), (2, 2))]
+    ref = float(tf.KroneckerTensor(F).norm())
+    assert ref == pytest.approx(np.linalg.norm(np.asarray(tf.KroneckerTensor(F).to_dense())),
+                                rel=1e-12)
+    got = float(tf.KroneckerTensor([A * c for A in F]).norm())
+    assert math.ldexp(got, -3 * int(math.log2(c))) == pytest.approx(ref, rel=1e-12)
