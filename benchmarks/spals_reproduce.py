@@ -36,9 +36,12 @@ def main() -> None:
     p.add_argument("--quick", action="store_true", help="same as --scale quick")
     p.add_argument("--threads", type=int, default=N_THREADS)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seeds", type=int, default=None,
+                   help="shared starts per experiment (default: the scale's)")
     args = p.parse_args()
     scale = "quick" if args.quick else args.scale
-    run_spals_reproduction(scale, _common.RESULTS_DIR, seed=args.seed, threads=args.threads)
+    run_spals_reproduction(scale, _common.RESULTS_DIR, seed=args.seed, threads=args.threads,
+                           seeds=args.seeds)
 
 
 if __name__ == "__main__":

@@ -240,3 +240,17 @@ def test_reproduction_uses_public_api_only():
             elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and \
                     node.value.id == "tf":
                 assert node.attr in tensorfact.__all__, (path.name, node.attr)
+
+
+def test_seeds_option_sets_the_number_of_shared_starts(tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib")
+    from tensorfact.cli import main
+
+    assert main(["reproduce", "spals", "--scale", "tiny", "--out", str(tmp_path),
+                 "--no-progress", "--seeds", "1"]) == 0
+    data = json.loads((tmp_path / "spals_tiny.json").read_text())
+    for exp in data["experiments"]["dense"]:  # one per sigma
+        inits = [r["init"] for r in exp["runs"] if r["method"] == "exact ALS"]
+        assert inits == ["shared random", "own (svd)"]  # the default is 2 shared starts
+    with pytest.raises(ValueError, match="seeds"):
+        run_spals_reproduction("tiny", tmp_path, progress=False, seeds=0)
