@@ -51,7 +51,7 @@ def hosvd(
 
     Parameters
     ----------
-    X : array of shape (I_0, ..., I_{N-1}), N >= 2, or a ``SparseTensor``
+    X : array of shape (I_0, ..., I_{N-1}), N >= 2, or a SparseTensor
         Any array API namespace; integers are promoted to the default float.
         A ``SparseTensor`` gets the truncated HOSVD: every ``U_n`` from the
         sparse unfolding of ``X`` itself (its ``leading_subspace``), the core
@@ -155,7 +155,7 @@ def tucker(
 
     Parameters
     ----------
-    X : array of shape (I_0, ..., I_{N-1}), N >= 2, or a ``SparseTensor``
+    X : array of shape (I_0, ..., I_{N-1}), N >= 2, or a SparseTensor
         Any array API namespace; integers are promoted to the default float.
     ranks : int or sequence of int
         Multilinear ranks (see `hosvd`).

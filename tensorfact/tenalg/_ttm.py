@@ -199,7 +199,7 @@ class TuckerTree:
     Parameters
     ----------
     xp : namespace
-    X : dense array or data format with ``multi_mode_dot``
+    X : dense array or data format with multi_mode_dot
     """
 
     def __init__(self, xp: ModuleType, X: Any) -> None:

@@ -25,7 +25,7 @@ class TuckerTensor(FactorPair):
     ----------
     core : array of shape (R_0, ..., R_{N-1})
         Or a ``(core, factors)`` pair (then ``factors`` is omitted).
-    factors : sequence of N arrays, ``factors[n]`` of shape (I_n, R_n)
+    factors : sequence of N arrays, factors[n] of shape (I_n, R_n)
 
     Raises
     ------
