@@ -253,4 +253,4 @@ def test_seeds_option_sets_the_number_of_shared_starts(tmp_path, monkeypatch):
         inits = [r["init"] for r in exp["runs"] if r["method"] == "exact ALS"]
         assert inits == ["shared random", "own (svd)"]  # the default is 2 shared starts
     with pytest.raises(ValueError, match="seeds"):
-        run_spals_reproduction("tiny", tmp_path, progress=False, seeds=0)
+        run_spals_reproduction("tiny", tmp_path, progress=False, seeds=-1)
