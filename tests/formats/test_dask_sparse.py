@@ -469,3 +469,25 @@ def test_fenced_search_equals_searchsorted(stride):
         lo, hi = fenced_search(keys, keys[::stride].copy(), stride, q)
         np.testing.assert_array_equal(lo, np.searchsorted(keys, q, "left"))
         np.testing.assert_array_equal(hi, np.searchsorted(keys, q, "right"))
+
+
+def test_sampled_fibers_of_a_store_rebuilt_at_the_same_place(tmp_path):
+    # the in-memory fences of the fiber index follow the files, not their path
+    import shutil
+
+    from tensorfact.formats import DaskSparseTensor, SparseTensor
+
+    rng = np.random.default_rng(3)
+    shape = (30, 20, 10)
+    idx = np.stack([rng.integers(0, 10, 8), rng.integers(0, 10, 8)], axis=1)
+    for seed in (0, 1):
+        S, _ = planted_sparse_cp(shape, 2, 2000, rng=seed)
+        store = tmp_path / "store"
+        if store.exists():
+            shutil.rmtree(store)
+        X = DaskSparseTensor.from_sparse(S, store, 3)
+        got = X.sampled_fibers(0, idx)
+        want = SparseTensor(S.coords, S.values, shape).sampled_fibers(0, idx)
+        np.testing.assert_array_equal(got.row, want.row)
+        np.testing.assert_array_equal(got.col, want.col)
+        np.testing.assert_array_equal(got.val, want.val)

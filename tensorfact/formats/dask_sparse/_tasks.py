@@ -10,6 +10,7 @@ them by name.
 from __future__ import annotations
 
 import math
+import os
 from typing import Any
 
 import numpy as np
@@ -101,14 +102,20 @@ def gram(part: Partition, n_rows: int) -> tuple[np.ndarray, int]:
 #: ``log2(nnz)`` scattered pages of a binary search over all of it
 FENCE_STRIDE = 4096
 
-_FENCES: dict[str, np.ndarray] = {}
+_FENCES: dict[tuple[str, int, int], np.ndarray] = {}
 
 
 def _fence(ref: Any, keys: np.ndarray) -> np.ndarray:
-    """Every `FENCE_STRIDE`-th key of a fiber-index file, read once per process."""
-    fence = _FENCES.get(ref.path)
-    if fence is None or fence.shape[0] != -(-keys.shape[0] // FENCE_STRIDE):
-        fence = _FENCES[ref.path] = np.array(keys[::FENCE_STRIDE])
+    """Every `FENCE_STRIDE`-th key of a fiber-index file, read once per process.
+
+    Kept per file version (path, size, modification time): a store rebuilt
+    at the same place gets new fences.
+    """
+    st = os.stat(ref.path)
+    key = (str(ref.path), st.st_size, st.st_mtime_ns)
+    fence = _FENCES.get(key)
+    if fence is None:
+        fence = _FENCES[key] = np.array(keys[::FENCE_STRIDE])
     return fence
 
 
