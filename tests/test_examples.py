@@ -71,3 +71,19 @@ def test_kinetic_missing(tmp_path: Path) -> None:
         fit, held_out = float(row.split()[2]), float(row.split()[3])
         # a rank-3 model of fluorescence data: a few percent off, on fitted and held-out entries
         assert 0 < fit < 0.1 and 0 < held_out < 0.1
+
+
+def test_indian_pines(tmp_path: Path) -> None:
+    """Non-negative CP and Tucker on Indian Pines (shipped inside TensorLy)."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+    proc = subprocess.run(
+        [sys.executable, str(EXAMPLES / "indian_pines.py"), "--quick", "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    table = (tmp_path / "indian_pines.txt").read_text().splitlines()
+    assert [row.split()[0] for row in table[1:]] == ["nonnegative_cp", "tucker"]
+    for row in table[1:]:
+        compression, err = float(row.split()[3]), float(row.split()[4])
+        # a few thousand parameters for 4.2 million entries, about 10% off
+        assert compression > 100 and 0 < err < 0.15
