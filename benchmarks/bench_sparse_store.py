@@ -194,8 +194,10 @@ def _run(store: str, method: str, rank: int, iters: int, tol: float, seed: int,
             # segments of sweeps, an exact fit after each: the first `first`
             # sweeps (compared with the cluster run), the rest of the first
             # half, and a second half from where it stopped
-            segments = [first, iters - first, iters] if cluster is None and first else \
-                [iters] if cluster is not None else [iters, iters]
+            if cluster is not None:
+                segments = [iters]
+            else:
+                segments = [first, iters - first, iters] if first else [iters, iters]
             cp, times, per_bytes, fits = init, [], [], []
             for k, n_sweeps in enumerate(s for s in segments if s > 0):
                 res = spals(X, rank, init=cp, max_iter=n_sweeps, tol=0, rng=seed + k)

@@ -371,9 +371,12 @@ def check_factor_shapes(factors: Any, shape: tuple[int, ...], *, name: str = "fa
     return int(R or 0)
 
 
-def check_mode(value: Any, ndim: int, *, name: str = "mode") -> int:
-    """A mode index of an ``ndim``-way tensor (negative counts from the end), in ``[0, ndim)``."""
+def check_mode(value: Any, ndim: int, *, name: str = "mode", of: str = "a tensor") -> int:
+    """A mode index of an ``ndim``-way tensor (negative counts from the end), in ``[0, ndim)``.
+
+    ``of`` names the tensor in the message (an argument's name, such as ``"X"``).
+    """
     v = check_int(value, name)
     if not -ndim <= v < ndim:
-        raise ValueError(f"{name}={v} is out of range for a tensor with {ndim} modes")
+        raise ValueError(f"{name}={v} is out of range for {of} with {ndim} modes")
     return v % ndim

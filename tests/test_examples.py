@@ -56,16 +56,20 @@ def test_examples_leave_the_repository_clean(script: str) -> None:
     assert _git_status(root) == before
 
 
-def test_kinetic_missing(tmp_path: Path) -> None:
-    """Runs on the Kinetic data (shipped inside TensorLy, with its missing-value mask)."""
+def _quick_table(script: str, table: str, tmp_path: Path) -> list[str]:
+    """Run ``script --quick --out tmp_path`` (one BLAS thread); the lines of its ``table``."""
     env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
     proc = subprocess.run(
-        [sys.executable, str(EXAMPLES / "kinetic_missing.py"), "--quick", "--out",
-         str(tmp_path)],
+        [sys.executable, str(EXAMPLES / script), "--quick", "--out", str(tmp_path)],
         capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stderr
-    table = (tmp_path / "kinetic_missing.txt").read_text().splitlines()
+    return (tmp_path / table).read_text().splitlines()
+
+
+def test_kinetic_missing(tmp_path: Path) -> None:
+    """Runs on the Kinetic data (shipped inside TensorLy, with its missing-value mask)."""
+    table = _quick_table("kinetic_missing.py", "kinetic_missing.txt", tmp_path)
     assert [row.split()[0] for row in table[1:]] == ["weighted", "em"]
     for row in table[1:]:
         fit, held_out = float(row.split()[2]), float(row.split()[3])
@@ -75,13 +79,7 @@ def test_kinetic_missing(tmp_path: Path) -> None:
 
 def test_indian_pines(tmp_path: Path) -> None:
     """Non-negative CP and Tucker on Indian Pines (shipped inside TensorLy)."""
-    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
-    proc = subprocess.run(
-        [sys.executable, str(EXAMPLES / "indian_pines.py"), "--quick", "--out", str(tmp_path)],
-        capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path,
-    )
-    assert proc.returncode == 0, proc.stderr
-    table = (tmp_path / "indian_pines.txt").read_text().splitlines()
+    table = _quick_table("indian_pines.py", "indian_pines.txt", tmp_path)
     assert [row.split()[0] for row in table[1:]] == ["nonnegative_cp", "tucker"]
     for row in table[1:]:
         compression, err = float(row.split()[3]), float(row.split()[4])

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import math
 import warnings
+from abc import ABC, abstractmethod
 from functools import partial
 from types import ModuleType
 from typing import Any
@@ -240,20 +241,20 @@ def _zero_result(data: SparseTensor, R: int) -> CPAPRResult:
 # --------------------------------------------------------------------------- #
 # the per-nonzero work: Numba (NumPy data) or the array-API twins
 # --------------------------------------------------------------------------- #
-class _Engine:
+class _Engine(ABC):
     """Per-mode operations on the nonzeros; factors in the engine's namespace and dtype."""
 
     xp: ModuleType
 
-    def krp(self, factors: list[Any], n: int) -> Any:
-        raise NotImplementedError
+    @abstractmethod
+    def krp(self, factors: list[Any], n: int) -> Any: ...
 
-    def mu_step(self, n: int, Pi: Any, Bm: Any, epsilon: float) -> tuple[Any, Any, float]:
-        raise NotImplementedError
+    @abstractmethod
+    def mu_step(self, n: int, Pi: Any, Bm: Any, epsilon: float) -> tuple[Any, Any, float]: ...
 
+    @abstractmethod
     def fit(self, n: int, Pi: Any, Bm: Any, epsilon: float, inv_scale: float
-            ) -> tuple[float, float]:
-        raise NotImplementedError
+            ) -> tuple[float, float]: ...
 
     def inner(self, n: int, Pi: Any, Bm: Any, epsilon: float, max_steps: int, tol: float
               ) -> tuple[Any, Any, float, bool]:

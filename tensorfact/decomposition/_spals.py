@@ -323,8 +323,8 @@ class _LoopFactors:
         return K
 
 
-def _model(xp: Any, factors: list[Any], weights: Any, scale: float) -> CPTensor:
-    return unscaled_model(xp, [f() if callable(f) else f for f in factors], weights, scale)
+def _model(xp: Any, F: _LoopFactors, weights: Any, scale: float) -> CPTensor:
+    return unscaled_model(xp, F.all_dense(), weights, scale)
 
 
 def _sampled_als(data: TensorFormat, init_factors: list[Any], normX2: float, scale: float,
@@ -400,8 +400,7 @@ def _sampled_als(data: TensorFormat, init_factors: list[Any], normX2: float, sca
                 resid = data.residual_norm_sq(weights, F.all_dense())
             rel = math.sqrt(max(resid, 0.0) / normX2)
             finite = bool(xp.all(xp.isfinite(weights)))
-            now = [partial(F.dense, n) for n in range(N)]
-            if monitor.record(rel, partial(_model, xp, now, weights, scale), finite=finite):
+            if monitor.record(rel, partial(_model, xp, F, weights, scale), finite=finite):
                 break
-    return CPALSResult(unscaled_model(xp, F.all_dense(), weights, scale), monitor.n_iter,
+    return CPALSResult(_model(xp, F, weights, scale), monitor.n_iter,
                        monitor.converged, monitor.rel_error, monitor.history)

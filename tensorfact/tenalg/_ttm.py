@@ -128,10 +128,7 @@ def _check_chain(shape: tuple[int, ...], ndim: int, matrices: Any, modes: Any, s
     else:
         if isinstance(modes, (str, bytes)) or not hasattr(modes, "__iter__"):
             raise TypeError(f"modes must be a sequence of integers, got {describe(modes)}")
-        try:
-            mds = [check_mode(m, ndim, name="modes") for m in modes]
-        except ValueError as exc:
-            raise type(exc)(f"{exc} (X has {ndim} mode{'s' if ndim != 1 else ''})") from None
+        mds = [check_mode(m, ndim, name="modes", of="X") for m in modes]
         if len(mds) != len(mats):
             raise ValueError(f"modes has {len(mds)} entries but matrices has {len(mats)}")
         if len(set(mds)) != len(mds):
